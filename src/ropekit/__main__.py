@@ -1,0 +1,5 @@
+"""Allow ``python -m ropekit``."""
+
+from ropekit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""The ``ropekit`` command-line tool.
+
+Each subcommand lives in ``ropekit.commands.<name>`` and provides
+``add_arguments(parser)`` and ``run(args) -> int``. Those modules import torch and
+the rest of the library inside ``run``, so ``ropekit --help`` stays fast.
+Results go to stdout; progress and log records go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from ropekit import __version__
+
+# (subcommand, module, one-line help). A subcommand is listed here only once it works.
+COMMANDS: list[tuple[str, str, str]] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ropekit",
+        description="Positional encodings for transformers: explore, inspect, benchmark and compare them.",
+    )
+    parser.add_argument("--version", action="version", version=f"ropekit {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more detail to stderr (repeat for debug records)"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
+        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(subparser)
+        subparser.set_defaults(run=module.run)
+    return parser
+
+
+def configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("ropekit")
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    configure_logging(args.verbose)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""Shared fixtures: the real data under ../shared/data, when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+# The project root's sibling folder with real inputs (a text corpus and a GGUF model).
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Two cores run the suite; more intra-op threads only add contention between workers.
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """Return ../shared/data, or skip the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent; it holds tinyshakespeare.txt and stories260K.gguf")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def tinyshakespeare(shared_data: Path) -> Path:
+    path = shared_data / "tinyshakespeare.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.fixture
+def stories260k(shared_data: Path) -> Path:
+    path = shared_data / "stories260K.gguf"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path

@@ -1,0 +1,36 @@
+"""The command-line entry points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import ropekit
+from ropekit.cli import COMMANDS, main
+
+
+def test_version_flag_prints_version(capsys):
+    try:
+        main(["--version"])
+    except SystemExit as exit_:
+        assert exit_.code == 0
+    assert capsys.readouterr().out.strip() == f"ropekit {ropekit.__version__}"
+
+
+def test_help_lists_every_command(capsys):
+    try:
+        main(["--help"])
+    except SystemExit as exit_:
+        assert exit_.code == 0
+    output = capsys.readouterr().out
+    for name, _module, help_text in COMMANDS:
+        assert name in output
+        assert help_text.split()[0] in output
+
+
+def test_python_dash_m_runs():
+    completed = subprocess.run(
+        [sys.executable, "-m", "ropekit", "--version"], capture_output=True, text=True, check=False
+    )
+    assert completed.returncode == 0
+    assert completed.stdout.strip() == f"ropekit {ropekit.__version__}"

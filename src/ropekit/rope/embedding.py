@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ropekit.rope.apply import apply_rotary
+from ropekit.kernels import rotate_qk
+
 from ropekit.rope.config import RopeConfig
 from ropekit.rope.frequencies import rope_frequencies
 
@@ -55,9 +56,4 @@ class RotaryEmbedding(nn.Module):
             positions = torch.arange(seq_len, device=q.device)
         positions = positions + (offset if isinstance(offset, int) else offset.view(-1, 1))
         cos, sin = self.cos_sin(positions)  # [seq, rotary_dim] or [batch, seq, rotary_dim]
-        # Insert the heads axis next to seq so the tables broadcast over heads.
-        head_axis = -2 if seq_dim == 1 else -3
-        cos = cos.unsqueeze(head_axis)
-        sin = sin.unsqueeze(head_axis)
-        interleaved = self.config.interleaved
-        return apply_rotary(q, cos, sin, interleaved=interleaved), apply_rotary(k, cos, sin, interleaved=interleaved)
+        return rotate_qk(q, k, cos, sin, interleaved=self.config.interleaved, seq_dim=seq_dim)

@@ -29,6 +29,17 @@ def rotate_interleaved(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-x2, x1), dim=-1).flatten(-2)
 
 
+def expand_to_layout(pair_values: torch.Tensor, interleaved: bool) -> torch.Tensor:
+    """Repeat per-pair values [..., r/2] into the channel layout [..., r].
+
+    Half layout: [a_0 .. a_{n-1}, a_0 .. a_{n-1}]; interleaved: [a_0, a_0, a_1, a_1, ...].
+    Both are exact copies, so no rounding happens here.
+    """
+    if interleaved:
+        return pair_values.repeat_interleave(2, dim=-1)
+    return torch.cat((pair_values, pair_values), dim=-1)
+
+
 def apply_rotary(
     x: torch.Tensor,
     cos: torch.Tensor,

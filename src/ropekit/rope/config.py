@@ -1,10 +1,22 @@
-"""Configuration of Rotary Positional Encoding."""
+"""Configuration of Rotary Positional Encoding: the RopeConfig dataclass."""
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
+
+logger = logging.getLogger("ropekit.rope.config")
+
+
+def _freeze(value: Any) -> Any:
+    """Return an immutable copy of a scaling parameter (lists become tuples)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(item) for item in value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -19,8 +31,22 @@ class RopeConfig:
         interleaved: False for the half ("NeoX", rotate_half) layout of Llama in Hugging
             Face transformers; True for adjacent pairs as in GPT-J, RoFormer, llama2.c,
             GGUF llama and DeepSeek checkpoints.
-        scaling: None, or a mapping with a "rope_type" key and that type's parameters.
-        max_position_embeddings: the context length the model was trained for, if known.
+        scaling: None, or a mapping with a "rope_type" key and that type's parameters
+            (see ``ropekit.rope.scaling`` for the registered types and their keys). It is
+            validated here and stored read-only, with lists turned into tuples.
+        max_position_embeddings: the context length the model is configured for, in
+            tokens. Required by "dynamic"; the fallback for an absent "factor" of "yarn"
+            and "longrope" (factor = max_position_embeddings / original length).
+        mrope_section: multimodal RoPE as in Qwen2-VL: the number of frequency pairs taken
+            from each position axis (temporal, height, width), in order; sums to
+            rotary_dim // 2. Positions then have shape [n_axes, ...].
+        axial_dims: axial RoPE for images and video: the rotary channels given to each
+            position axis, each axis with its own frequencies
+            theta ** (-2i / axial_dims[a]); sums to rotary_dim. Positions then have shape
+            [n_axes, ...].
+        xpos_scale_base: None, or the scale base of xPos (Sun et al. 2022, "A
+            Length-Extrapolatable Transformer", 512 in the paper): queries at position n
+            are multiplied by zeta_i ** (n / xpos_scale_base) and keys by its inverse.
     """
 
     head_dim: int
@@ -29,18 +55,123 @@ class RopeConfig:
     interleaved: bool = False
     scaling: Mapping[str, Any] | None = None
     max_position_embeddings: int | None = None
+    mrope_section: tuple[int, ...] | None = None
+    axial_dims: tuple[int, ...] | None = None
+    xpos_scale_base: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.head_dim, int) or self.head_dim <= 0:
-            raise ValueError(f"head_dim must be a positive int, got {self.head_dim!r}")
-        if self.rotary_dim is None:
-            object.__setattr__(self, "rotary_dim", self.head_dim)
-        if not isinstance(self.rotary_dim, int) or self.rotary_dim <= 0 or self.rotary_dim % 2 != 0:
-            raise ValueError(f"rotary_dim must be a positive even int, got {self.rotary_dim!r}")
-        if self.rotary_dim > self.head_dim:
+        _validate_dims(self)
+        if not isinstance(self.theta, (int, float)) or isinstance(self.theta, bool) or not self.theta > 1.0:
+            raise ValueError(f"theta must be a number greater than 1, got {self.theta!r}")
+        if not isinstance(self.interleaved, bool):
+            raise TypeError(f"interleaved must be a bool, got {self.interleaved!r}")
+        if self.max_position_embeddings is not None and (
+            not isinstance(self.max_position_embeddings, int) or self.max_position_embeddings <= 0
+        ):
             raise ValueError(
-                f"rotary_dim ({self.rotary_dim}) must not exceed head_dim ({self.head_dim}); "
-                "set rotary_dim <= head_dim for partial rotary"
+                f"max_position_embeddings must be a positive int or None, got {self.max_position_embeddings!r}"
             )
-        if not self.theta > 0:
-            raise ValueError(f"theta must be positive, got {self.theta!r}")
+        _validate_axes(self)
+        if self.xpos_scale_base is not None and not (
+            isinstance(self.xpos_scale_base, (int, float)) and self.xpos_scale_base > 0
+        ):
+            raise ValueError(f"xpos_scale_base must be a positive number or None, got {self.xpos_scale_base!r}")
+        _normalize_scaling(self)
+
+    @property
+    def rope_type(self) -> str:
+        """The scaling type name, "default" when scaling is None."""
+        return "default" if self.scaling is None else self.scaling["rope_type"]
+
+    @property
+    def n_axes(self) -> int:
+        """Number of position axes: 1, or the length of mrope_section or axial_dims."""
+        sections = self.mrope_section or self.axial_dims
+        return 1 if sections is None else len(sections)
+
+    @classmethod
+    def from_hf(cls, config: Mapping[str, Any] | str | Any) -> RopeConfig:
+        """Build a RopeConfig from a Hugging Face config (a dict or a path to config.json).
+
+        See ``ropekit.rope.hf.rope_config_from_hf`` for the keys that are read.
+        """
+        from ropekit.rope.hf import rope_config_from_hf
+
+        return rope_config_from_hf(config)
+
+
+def _validate_dims(config: RopeConfig) -> None:
+    if not isinstance(config.head_dim, int) or isinstance(config.head_dim, bool) or config.head_dim <= 0:
+        raise ValueError(f"head_dim must be a positive int, got {config.head_dim!r}")
+    if config.rotary_dim is None:
+        object.__setattr__(config, "rotary_dim", config.head_dim)
+    rotary_dim = config.rotary_dim
+    if not isinstance(rotary_dim, int) or isinstance(rotary_dim, bool) or rotary_dim <= 0 or rotary_dim % 2:
+        raise ValueError(f"rotary_dim must be a positive even int, got {rotary_dim!r}")
+    if rotary_dim > config.head_dim:
+        raise ValueError(
+            f"rotary_dim ({rotary_dim}) must not exceed head_dim ({config.head_dim}); "
+            "set rotary_dim <= head_dim for partial rotary"
+        )
+
+
+def _validate_axes(config: RopeConfig) -> None:
+    if config.mrope_section is not None and config.axial_dims is not None:
+        raise ValueError("mrope_section and axial_dims are exclusive; set at most one of them")
+    if config.mrope_section is not None:
+        sections = tuple(config.mrope_section)
+        if not sections or any(not isinstance(s, int) or s <= 0 for s in sections):
+            raise ValueError(f"mrope_section must be a sequence of positive ints, got {config.mrope_section!r}")
+        if sum(sections) != config.rotary_dim // 2:
+            raise ValueError(
+                f"mrope_section {sections} sums to {sum(sections)}, expected rotary_dim // 2 = "
+                f"{config.rotary_dim // 2} frequency pairs"
+            )
+        object.__setattr__(config, "mrope_section", sections)
+    if config.axial_dims is not None:
+        dims = tuple(config.axial_dims)
+        if not dims or any(not isinstance(d, int) or d <= 0 or d % 2 for d in dims):
+            raise ValueError(f"axial_dims must be a sequence of positive even ints, got {config.axial_dims!r}")
+        if sum(dims) != config.rotary_dim:
+            raise ValueError(f"axial_dims {dims} sums to {sum(dims)}, expected rotary_dim = {config.rotary_dim}")
+        if config.scaling is not None:
+            raise ValueError("axial_dims supports no scaling; set scaling=None for axial RoPE")
+        object.__setattr__(config, "axial_dims", dims)
+
+
+def _normalize_scaling(config: RopeConfig) -> None:
+    """Check the scaling spec against its registered type and store a read-only copy."""
+    from ropekit.rope.scaling import get_scaling_type
+
+    if config.scaling is None:
+        return
+    if not isinstance(config.scaling, Mapping):
+        raise TypeError(f"scaling must be None or a mapping with a 'rope_type' key, got {config.scaling!r}")
+    spec = dict(config.scaling)
+    if "rope_type" not in spec and "type" in spec:
+        spec["rope_type"] = spec.pop("type")
+    spec.pop("type", None)
+    rope_type = spec.get("rope_type")
+    if rope_type is None:
+        raise ValueError(f"scaling needs a 'rope_type' key naming the scaling type, got keys {sorted(spec)}")
+    if rope_type == "default" and len(spec) == 1:
+        object.__setattr__(config, "scaling", None)
+        return
+
+    scaling_type = get_scaling_type(rope_type)
+    missing = [key for key in scaling_type.required if spec.get(key) is None]
+    if missing:
+        raise ValueError(f"scaling of rope_type {rope_type!r} is missing the required key(s) {missing}")
+    unknown = sorted(set(spec) - {"rope_type"} - set(scaling_type.required) - set(scaling_type.optional))
+    if unknown:
+        raise ValueError(
+            f"scaling of rope_type {rope_type!r} has unknown key(s) {unknown}; expected "
+            f"{sorted(scaling_type.required)} and optionally {sorted(scaling_type.optional)}"
+        )
+    factor = spec.get("factor")
+    if factor is not None and (not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 0):
+        raise ValueError(f"scaling factor must be a positive number, got {factor!r}")
+    frozen = MappingProxyType({key: _freeze(value) for key, value in spec.items()})
+    object.__setattr__(config, "scaling", frozen)
+    if scaling_type.validate is not None:
+        scaling_type.validate(config)

@@ -1,0 +1,141 @@
+"""Read the RoPE part of a Hugging Face model config (config.json) into a RopeConfig.
+
+Keys read, as transformers 5.25 reads them:
+- ``rope_theta`` at the top level or inside ``rope_parameters`` / ``rope_scaling``
+  (default 10000.0);
+- the scaling mapping: transformers-v5 ``rope_parameters`` or legacy ``rope_scaling``,
+  with the type under ``rope_type`` or ``type``; type "default" (and Qwen2-VL's "mrope")
+  means no scaling;
+- ``partial_rotary_factor`` at the top level or inside the scaling mapping:
+  rotary_dim = int(head_dim * partial_rotary_factor);
+- ``head_dim``, else ``hidden_size // num_attention_heads``;
+- DeepSeek's MLA keys: ``qk_rope_head_dim`` is the rotated part of each head, so it
+  becomes both head_dim and rotary_dim, and ``rope_interleave`` (default True for these
+  checkpoints) the layout;
+- ``original_max_position_embeddings`` at the top level (Phi-3) overrides the one in the
+  scaling mapping for llama3, yarn and longrope, and ``max_position_embeddings`` fills it
+  when both are absent;
+- ``mrope_section`` inside the scaling mapping (Qwen2-VL).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ropekit.rope.config import RopeConfig
+
+logger = logging.getLogger("ropekit.rope.hf")
+
+# Keys of the scaling mapping that describe the base RoPE, not a scaling type.
+_BASE_KEYS = ("rope_theta", "partial_rotary_factor", "mrope_section", "mrope_interleaved")
+
+# Types whose original length transformers fills from the model config.
+_TYPES_WITH_ORIGINAL_LENGTH = ("llama3", "yarn", "longrope", "deepseek_yarn")
+
+
+def rope_config_from_hf(config: Mapping[str, Any] | str | os.PathLike[str] | Any) -> RopeConfig:
+    """Build a RopeConfig from a Hugging Face config dict, a config.json path or its folder.
+
+    Objects with a ``to_dict`` method (transformers' PretrainedConfig) are accepted too.
+    Raises ValueError naming the missing key or the unknown rope type.
+    """
+    values = _load(config)
+    head_dim = _head_dim(values)
+    interleaved = False
+    if values.get("qk_rope_head_dim") is not None:
+        head_dim = int(values["qk_rope_head_dim"])
+        interleaved = bool(values.get("rope_interleave", True))
+
+    spec = _scaling_mapping(values)
+    theta = spec.pop("rope_theta", None)
+    if theta is None:
+        theta = values.get("rope_theta", 10000.0)
+    partial = spec.pop("partial_rotary_factor", None)
+    if partial is None:
+        partial = values.get("partial_rotary_factor", 1.0)
+    mrope_section = spec.pop("mrope_section", None)
+    spec.pop("mrope_interleaved", None)
+    rotary_dim = int(head_dim * float(partial))
+
+    max_length = values.get("max_position_embeddings")
+    scaling = _finish_scaling(spec, values, max_length)
+    return RopeConfig(
+        head_dim=head_dim,
+        rotary_dim=rotary_dim,
+        theta=float(theta),
+        interleaved=interleaved,
+        scaling=scaling,
+        max_position_embeddings=None if max_length is None else int(max_length),
+        mrope_section=None if mrope_section is None else tuple(int(s) for s in mrope_section),
+    )
+
+
+def _load(config: Any) -> dict[str, Any]:
+    if isinstance(config, (str, os.PathLike)):
+        path = Path(config)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise ValueError(f"config path {str(path)!r} is not a file; pass a config.json or its folder")
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    if isinstance(config, Mapping):
+        return dict(config)
+    if hasattr(config, "to_dict"):
+        return dict(config.to_dict())
+    raise TypeError(f"config must be a dict, a path to config.json or a transformers config, got {type(config).__name__}")
+
+
+def _head_dim(values: Mapping[str, Any]) -> int:
+    if values.get("head_dim") is not None:
+        return int(values["head_dim"])
+    if values.get("qk_rope_head_dim") is not None:
+        return int(values["qk_rope_head_dim"])
+    hidden_size, num_heads = values.get("hidden_size"), values.get("num_attention_heads")
+    if hidden_size is None or num_heads is None:
+        missing = [key for key in ("hidden_size", "num_attention_heads") if values.get(key) is None]
+        raise ValueError(f"config has no 'head_dim' and lacks {missing} to derive it from")
+    return int(hidden_size) // int(num_heads)
+
+
+def _scaling_mapping(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of rope_parameters (preferred) or rope_scaling, with rope_type set."""
+    raw = values.get("rope_parameters") or values.get("rope_scaling") or {}
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"rope_parameters / rope_scaling must be a mapping, got {raw!r}")
+    spec = dict(raw)
+    rope_type = spec.pop("rope_type", None) or spec.pop("type", None) or "default"
+    spec.pop("type", None)
+    if rope_type == "mrope":  # Qwen2-VL's legacy name for default RoPE with mrope_section
+        rope_type = "default"
+    spec["rope_type"] = rope_type
+    return spec
+
+
+def _finish_scaling(spec: dict[str, Any], values: Mapping[str, Any], max_length: Any) -> dict[str, Any] | None:
+    rope_type = spec["rope_type"]
+    if rope_type == "default":
+        leftover = sorted(set(spec) - {"rope_type"} - set(_BASE_KEYS))
+        if leftover:
+            logger.warning("ignoring keys %s of a default (unscaled) RoPE config", leftover)
+        return None
+    from ropekit.rope.scaling import get_scaling_type
+
+    scaling_type = get_scaling_type(rope_type)
+    unknown = sorted(set(spec) - {"rope_type"} - set(scaling_type.required) - set(scaling_type.optional))
+    if unknown:
+        # transformers also only warns about these; a checkpoint should still load.
+        logger.warning("ignoring keys %s that rope_type %r does not use", unknown, rope_type)
+        for key in unknown:
+            del spec[key]
+    if rope_type in _TYPES_WITH_ORIGINAL_LENGTH:
+        if values.get("original_max_position_embeddings") is not None:
+            spec["original_max_position_embeddings"] = int(values["original_max_position_embeddings"])
+        elif spec.get("original_max_position_embeddings") is None and max_length is not None:
+            spec["original_max_position_embeddings"] = int(max_length)
+    return spec

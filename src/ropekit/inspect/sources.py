@@ -1,0 +1,115 @@
+"""Resolve what ``ropekit inspect SOURCE`` names into a Hugging Face style config."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ropekit.inspect.gguf_config import is_gguf_file, read_gguf_config
+from ropekit.inspect.presets import load_preset, preset_names
+
+# Fields without which no attention report can be made, with what each one is.
+REQUIRED_FIELDS = {
+    "num_attention_heads": "the number of query heads",
+    "num_hidden_layers": "the number of decoder layers",
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model description ready to inspect.
+
+    Attributes:
+        kind: "preset", "config" (a config.json file), "directory" or "gguf".
+        location: the preset name or the file path that was read.
+        config: the config.json style fields.
+        reference: where the values come from (a preset's published config.json URL),
+            or None for local files.
+        interleaved: the RoPE pair layout when the source fixes it (GGUF files), or
+            None to keep what the config's reader decides.
+        freq_factors: per-pair divisors of the RoPE frequencies (a GGUF ``rope_freqs``
+            tensor), or None.
+    """
+
+    kind: str
+    location: str
+    config: dict[str, Any]
+    reference: str | None = None
+    interleaved: bool | None = None
+    freq_factors: tuple[float, ...] | None = None
+
+
+def load_source(source: str | os.PathLike[str]) -> ModelSource:
+    """Read ``source``: a config.json, a model directory, a GGUF file or a preset name.
+
+    An existing path wins over a preset of the same name. A directory is read through
+    its config.json, or through its only ``*.gguf`` file when it has no config.json.
+
+    Raises:
+        ValueError: the source does not exist, is not a model config, or lacks a field
+            that the report needs (the message names the field).
+    """
+    path = Path(source)
+    if path.is_dir():
+        return _load_directory(path)
+    if path.is_file():
+        return _load_file(path, kind="config")
+    if isinstance(source, str) and source.strip().lower() in preset_names():
+        preset = load_preset(source)
+        config = _validated(preset["config"], where=f"preset {preset['name']}")
+        return ModelSource(kind="preset", location=preset["name"], config=config, reference=preset["source"])
+    raise ValueError(
+        f"{str(source)!r} is neither an existing file or directory nor a preset; "
+        f"give a config.json, a model directory, a .gguf file or one of: {', '.join(preset_names())}"
+    )
+
+
+def _load_directory(path: Path) -> ModelSource:
+    config_path = path / "config.json"
+    if config_path.is_file():
+        return _load_file(config_path, kind="directory")
+    gguf_files = sorted(path.glob("*.gguf"))
+    if len(gguf_files) == 1:
+        return _load_file(gguf_files[0], kind="directory")
+    if len(gguf_files) > 1:
+        names = ", ".join(file.name for file in gguf_files)
+        raise ValueError(f"directory {path} has no config.json and several GGUF files ({names}); name one of them")
+    raise ValueError(f"directory {path} has neither a config.json nor a .gguf file")
+
+
+def _load_file(path: Path, kind: str) -> ModelSource:
+    if is_gguf_file(path):
+        gguf_config = read_gguf_config(path)
+        config = _validated(gguf_config.config, where=f"GGUF file {path}")
+        return ModelSource(
+            kind="gguf",
+            location=str(path),
+            config=config,
+            interleaved=gguf_config.interleaved,
+            freq_factors=gguf_config.freq_factors,
+        )
+
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is neither a GGUF file nor a JSON model config: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not the object of a model config.json")
+    return ModelSource(kind=kind, location=str(path), config=_validated(config, where=str(path)))
+
+
+def _validated(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """Return the text model's config, checking the fields every report needs.
+
+    Multimodal configs keep the language model's fields under "text_config"; those are
+    used when the top level has no attention heads.
+    """
+    if "num_attention_heads" not in config and isinstance(config.get("text_config"), dict):
+        config = config["text_config"]
+    for field, meaning in REQUIRED_FIELDS.items():
+        if field not in config:
+            raise ValueError(f"{where} is not a usable model config: the field {field!r} ({meaning}) is missing")
+    return config

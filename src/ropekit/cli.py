@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from ropekit import __version__
 
 # (subcommand, module, one-line help). A subcommand is listed here only once it works.
-COMMANDS: list[tuple[str, str, str]] = []
+COMMANDS: list[tuple[str, str, str]] = [
+    ("bench", "ropekit.commands.bench", "time ropekit against its peers: bench rope, ..."),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

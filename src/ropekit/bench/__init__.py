@@ -1,0 +1,98 @@
+"""Shared helpers for the ``ropekit bench`` targets: options, tables and JSON.
+
+A target is a module with ``add_arguments(parser)`` and ``run(args) -> int`` (the same
+contract as the CLI's command modules), listed in ``ropekit.commands.bench.TARGETS``.
+This module and a target's ``add_arguments`` import no torch, so ``ropekit --help`` stays
+fast; the timing helpers that need torch are in ``ropekit.bench.timing``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# Names accepted by --dtypes; ropekit.bench.timing maps them to torch dtypes.
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser, *, repeats: int = 20, warmup: int = 5) -> None:
+    """Add the options every target shares: --repeats, --warmup, --device, --threads, --json."""
+    parser.add_argument("--repeats", type=positive_int, default=repeats, help="timed calls per row (default %(default)s)")
+    parser.add_argument(
+        "--warmup", type=non_negative_int, default=warmup, help="untimed calls before timing each row (default %(default)s)"
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device to run on, for example cpu or cuda:0 (default: cuda when available, else cpu)",
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, help="torch intra-op threads on the CPU (default: torch's own choice)"
+    )
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the rows as JSON to PATH")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def parse_list(text: str) -> list[str]:
+    """Split a comma-separated option value, dropping empty items."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_dtypes(text: str) -> list[str]:
+    names = parse_list(text)
+    for name in names:
+        if name not in DTYPE_NAMES:
+            raise argparse.ArgumentTypeError(f"unknown dtype {name!r}; expected one of {', '.join(DTYPE_NAMES)}")
+    return names
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
+    """Format rows as an aligned text table.
+
+    ``columns`` holds (key, header, format spec) triples; a missing or None value prints as "-".
+    """
+    cells = [[header for _, header, _ in columns]]
+    for row in rows:
+        cells.append(["-" if row.get(key) is None else format(row[key], spec) for key, _, spec in columns])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+
+    lines = []
+    for line in cells:
+        # The first column (a name) is left-aligned, numbers are right-aligned.
+        padded = [cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths))]
+        lines.append("  ".join(padded))
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=2)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

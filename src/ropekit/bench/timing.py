@@ -1,0 +1,84 @@
+"""Timing helpers for the ``ropekit bench`` targets (these import torch)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float64": torch.float64,
+}
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """Return the requested device, or cuda when available and cpu otherwise."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} was requested but torch reports no CUDA device")
+    return device
+
+
+def configure_threads(threads: int | None) -> None:
+    """Set torch's intra-op thread count when the user gave one."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], Any], device: torch.device, *, warmup: int, repeats: int) -> list[float]:
+    """Call ``fn`` warmup times untimed, then ``repeats`` times; return each timed call's seconds.
+
+    Each timed call is bracketed by device synchronisation, so asynchronous GPU work is
+    counted in the call that launched it.
+    """
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+
+    seconds = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def median_ms(seconds: Sequence[float]) -> float:
+    return statistics.median(seconds) * 1e3
+
+
+def describe_machine(device: torch.device) -> dict[str, Any]:
+    """Return the facts a reader needs to interpret a timing: date, versions, device and threads."""
+    facts: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "command": " ".join(sys.argv),
+    }
+    if device.type == "cuda":
+        facts["device_name"] = torch.cuda.get_device_name(device)
+    return facts

@@ -1,0 +1,29 @@
+"""``ropekit bench TARGET``: time ropekit against its peers in one process.
+
+Each target is a module with ``add_arguments(parser)`` and ``run(args) -> int``. To add a
+target, add one line to ``TARGETS``; the module is imported only when the CLI builds its
+parser, and it imports torch inside ``run`` or at its own top level as it prefers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# target name -> (module, one-line help).
+TARGETS: dict[str, tuple[str, str]] = {
+    "rope": ("ropekit.bench.rope", "fused RoPE apply on q and k vs transformers, torch.compile and other peers"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    targets = parser.add_subparsers(dest="target", metavar="TARGET", title="targets", required=True)
+    for name, (module_name, help_text) in TARGETS.items():
+        module = importlib.import_module(module_name)
+        target_parser = targets.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(target_parser)
+        target_parser.set_defaults(run_target=module.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args.run_target(args) or 0)

@@ -1,0 +1,363 @@
+"""CPU backend: a small C kernel, compiled on first use and called through ctypes.
+
+The kernel reads each q and k element once and writes it once: for every token it looks
+up that token's cos and sin row, rotates every head of q and then of k, and copies the
+pass-through channels when it writes to a new tensor. It takes any strides, so
+transposed or sliced views need no copy. Work is split over tokens between
+``torch.get_num_threads()`` POSIX threads when a call is large enough to repay starting them.
+
+Why C and ctypes rather than a torch C++ extension: the kernel needs no torch headers, so
+it builds in well under a second with the system C compiler (``$CC``, else ``cc``, ``gcc``
+or ``clang``) and needs neither ninja nor a matching torch build. The shared library is
+cached under ``$TORCH_EXTENSIONS_DIR/ropekit_rope_cpu`` (default
+``~/.cache/torch_extensions``), named by a hash of the source, the compiler and the flags,
+so each machine builds it once. When no compiler is found or the build fails, one warning
+is logged and ``available()`` returns False; dispatch then uses the torch backend.
+
+bfloat16 is converted to float32 for the arithmetic and rounded back to nearest-even, the
+same rounding as ``c10::BFloat16``; float64 computes in float64.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger("ropekit.kernels")
+
+# The dtypes the C kernel implements, with the code it expects in rope_job.dtype.
+DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float64: 2}
+
+# A call moving fewer elements than this per extra thread runs on one thread: starting a
+# POSIX thread costs tens of microseconds, about the time to rotate this many elements.
+ELEMENTS_PER_THREAD = 1 << 16
+
+C_FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-pthread")
+
+C_SOURCE = r"""
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+/* One tensor seen as [batch, seq, heads, head_dim]; strides in elements. */
+typedef struct {
+    const void *input;
+    void *output;
+    int64_t heads, head_dim;
+    int64_t input_stride[4];
+    int64_t output_stride[4];
+} rope_tensor;
+
+typedef struct {
+    rope_tensor tensors[2];
+    int64_t tensor_count, batch, seq, half;
+    const void *cos, *sin;       /* [table_rows, half] */
+    int64_t table_stride[2];
+    const int64_t *rows;         /* [batch, seq]: the table row of each token */
+    int64_t rows_stride[2];
+    int32_t dtype;               /* 0 float32, 1 bfloat16 (float32 tables), 2 float64 */
+    int32_t interleaved, conjugate, copy_tail;
+} rope_job;
+
+static inline float bf16_load(uint16_t value) {
+    uint32_t bits = (uint32_t)value << 16;
+    float result;
+    memcpy(&result, &bits, sizeof result);
+    return result;
+}
+
+static inline uint16_t bf16_store(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u); /* quiet NaN */
+    bits += 0x7fffu + ((bits >> 16) & 1u); /* round to nearest, ties to even */
+    return (uint16_t)(bits >> 16);
+}
+
+#define LOAD_SAME(v) (v)
+#define STORE_FLOAT(v) (v)
+#define CHUNK 16
+
+/*
+ * Pair i of a head is (x[first(i)], x[first(i) + partner]): first(i) = i and partner = half in
+ * the half layout, first(i) = 2i and partner = 1 in the interleaved layout. The rotation by
+ * angle a is (x1 cos a - x2 sin a, x2 cos a + x1 sin a); conjugate negates sin (rotation by -a).
+ * Pairs are processed in chunks that are loaded in full before any store, so an in-place call
+ * (output == input) reads every value before overwriting it and the chunk loops vectorise.
+ */
+#define DEFINE_KERNEL(NAME, T, C, LOAD, STORE)                                                   \
+static void NAME(const rope_job *job, int64_t token_begin, int64_t token_end) {                 \
+    const C *cos_table = (const C *)job->cos, *sin_table = (const C *)job->sin;                  \
+    const int64_t half = job->half, step = job->interleaved ? 2 : 1;                             \
+    const int64_t partner = job->interleaved ? 1 : half;                                         \
+    const C sign = job->conjugate ? (C)-1 : (C)1;                                                \
+    C cos_row[CHUNK], sin_row[CHUNK], x1[CHUNK], x2[CHUNK];                                      \
+    for (int64_t token = token_begin; token < token_end; ++token) {                             \
+        const int64_t b = token / job->seq, s = token % job->seq;                               \
+        const int64_t row = job->rows[b * job->rows_stride[0] + s * job->rows_stride[1]];        \
+        const C *cos_values = cos_table + row * job->table_stride[0];                            \
+        const C *sin_values = sin_table + row * job->table_stride[0];                            \
+        for (int64_t t = 0; t < job->tensor_count; ++t) {                                       \
+            const rope_tensor *x = &job->tensors[t];                                             \
+            const int64_t in_d = x->input_stride[3], out_d = x->output_stride[3];                \
+            for (int64_t h = 0; h < x->heads; ++h) {                                             \
+                const T *in = (const T *)x->input + b * x->input_stride[0]                       \
+                              + s * x->input_stride[1] + h * x->input_stride[2];                 \
+                T *out = (T *)x->output + b * x->output_stride[0] + s * x->output_stride[1]      \
+                         + h * x->output_stride[2];                                              \
+                for (int64_t start = 0; start < half; start += CHUNK) {                          \
+                    const int64_t count = half - start < CHUNK ? half - start : CHUNK;           \
+                    for (int64_t j = 0; j < count; ++j) {                                        \
+                        const int64_t i = start + j;                                             \
+                        cos_row[j] = cos_values[i * job->table_stride[1]];                       \
+                        sin_row[j] = sign * sin_values[i * job->table_stride[1]];                \
+                        x1[j] = LOAD(in[(i * step) * in_d]);                                     \
+                        x2[j] = LOAD(in[(i * step + partner) * in_d]);                           \
+                    }                                                                            \
+                    for (int64_t j = 0; j < count; ++j) {                                        \
+                        const int64_t i = start + j;                                             \
+                        const C first = x1[j] * cos_row[j] - x2[j] * sin_row[j];                 \
+                        const C second = x2[j] * cos_row[j] + x1[j] * sin_row[j];                \
+                        out[(i * step) * out_d] = STORE(first);                                  \
+                        out[(i * step + partner) * out_d] = STORE(second);                       \
+                    }                                                                            \
+                }                                                                                \
+                if (job->copy_tail) {                                                            \
+                    for (int64_t j = 2 * half; j < x->head_dim; ++j) out[j * out_d] = in[j * in_d]; \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+}
+
+DEFINE_KERNEL(rotate_float32, float, float, LOAD_SAME, STORE_FLOAT)
+DEFINE_KERNEL(rotate_bfloat16, uint16_t, float, bf16_load, bf16_store)
+DEFINE_KERNEL(rotate_float64, double, double, LOAD_SAME, STORE_FLOAT)
+
+static void rotate_tokens(const rope_job *job, int64_t token_begin, int64_t token_end) {
+    if (job->dtype == 0) rotate_float32(job, token_begin, token_end);
+    else if (job->dtype == 1) rotate_bfloat16(job, token_begin, token_end);
+    else rotate_float64(job, token_begin, token_end);
+}
+
+typedef struct {
+    const rope_job *job;
+    int64_t token_begin, token_end;
+} rope_slice;
+
+static void *rotate_slice(void *argument) {
+    const rope_slice *slice = (const rope_slice *)argument;
+    rotate_tokens(slice->job, slice->token_begin, slice->token_end);
+    return NULL;
+}
+
+#define MAX_THREADS 256
+
+/* Returns 0 on success, 1 for an unknown dtype. Threads that fail to start run inline. */
+int ropekit_rotate(const rope_job *job, int64_t threads) {
+    if (job->dtype < 0 || job->dtype > 2) return 1;
+    const int64_t tokens = job->batch * job->seq;
+    if (threads > tokens) threads = tokens;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads <= 1) {
+        rotate_tokens(job, 0, tokens);
+        return 0;
+    }
+    pthread_t handles[MAX_THREADS];
+    rope_slice slices[MAX_THREADS];
+    int started[MAX_THREADS];
+    for (int64_t i = 0; i < threads; ++i) {
+        slices[i].job = job;
+        slices[i].token_begin = tokens * i / threads;
+        slices[i].token_end = tokens * (i + 1) / threads;
+    }
+    for (int64_t i = 1; i < threads; ++i) {
+        started[i] = pthread_create(&handles[i], NULL, rotate_slice, &slices[i]) == 0;
+        if (!started[i]) rotate_slice(&slices[i]);
+    }
+    rotate_slice(&slices[0]);
+    for (int64_t i = 1; i < threads; ++i) {
+        if (started[i]) pthread_join(handles[i], NULL);
+    }
+    return 0;
+}
+"""
+
+
+class RopeTensor(ctypes.Structure):
+    _fields_ = [
+        ("input", ctypes.c_void_p),
+        ("output", ctypes.c_void_p),
+        ("heads", ctypes.c_int64),
+        ("head_dim", ctypes.c_int64),
+        ("input_stride", ctypes.c_int64 * 4),
+        ("output_stride", ctypes.c_int64 * 4),
+    ]
+
+
+class RopeJob(ctypes.Structure):
+    _fields_ = [
+        ("tensors", RopeTensor * 2),
+        ("tensor_count", ctypes.c_int64),
+        ("batch", ctypes.c_int64),
+        ("seq", ctypes.c_int64),
+        ("half", ctypes.c_int64),
+        ("cos", ctypes.c_void_p),
+        ("sin", ctypes.c_void_p),
+        ("table_stride", ctypes.c_int64 * 2),
+        ("rows", ctypes.c_void_p),
+        ("rows_stride", ctypes.c_int64 * 2),
+        ("dtype", ctypes.c_int32),
+        ("interleaved", ctypes.c_int32),
+        ("conjugate", ctypes.c_int32),
+        ("copy_tail", ctypes.c_int32),
+    ]
+
+
+def cache_dir() -> Path:
+    """Return the folder for the compiled library, under torch's extensions folder."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if root is None:
+        cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(cache_home, "torch_extensions")
+    return Path(root) / "ropekit_rope_cpu"
+
+
+def find_compiler() -> str | None:
+    """Return the C compiler to use: $CC when set (even if missing), else cc, gcc or clang."""
+    if os.environ.get("CC"):
+        return shutil.which(os.environ["CC"])
+    for name in ("cc", "gcc", "clang"):
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    return None
+
+
+def build(compiler: str, folder: Path) -> Path:
+    """Compile the kernel into ``folder`` unless a build of the same source is there; return its path.
+
+    The library is written to a temporary name and renamed into place, so processes that
+    build at the same time never load a half-written file.
+    """
+    key = "\n".join((C_SOURCE, compiler, " ".join(C_FLAGS), platform.machine()))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    library = folder / f"rope_cpu_{digest}.so"
+    if library.is_file():
+        return library
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        source = Path(scratch) / "rope_cpu.c"
+        source.write_text(C_SOURCE)
+        output = Path(scratch) / library.name
+        subprocess.run(
+            [compiler, *C_FLAGS, str(source), "-o", str(output)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        os.replace(output, library)
+    return library
+
+
+@functools.cache
+def load_library() -> ctypes.CDLL | None:
+    """Build (once per machine) and load the kernel; return None, logging one warning, on failure."""
+    compiler = find_compiler()
+    if compiler is None:
+        logger.warning(
+            "no C compiler found (set CC, or install cc, gcc or clang); the CPU RoPE kernel falls back to torch operations"
+        )
+        return None
+    try:
+        library = ctypes.CDLL(str(build(compiler, cache_dir())))
+    except subprocess.CalledProcessError as error:
+        logger.warning(
+            "building the CPU RoPE kernel with %s failed, so it falls back to torch operations: %s",
+            compiler,
+            error.stderr.strip()[-500:],
+        )
+        return None
+    except (OSError, subprocess.SubprocessError) as error:
+        logger.warning("the CPU RoPE kernel is unavailable, so it falls back to torch operations: %s", error)
+        return None
+    library.ropekit_rotate.argtypes = [ctypes.POINTER(RopeJob), ctypes.c_int64]
+    library.ropekit_rotate.restype = ctypes.c_int
+    return library
+
+
+def available() -> bool:
+    return load_library() is not None
+
+
+def describe_tensor(source: torch.Tensor, target: torch.Tensor) -> RopeTensor:
+    return RopeTensor(
+        input=source.data_ptr(),
+        output=target.data_ptr(),
+        heads=source.shape[2],
+        head_dim=source.shape[3],
+        input_stride=(ctypes.c_int64 * 4)(*source.stride()),
+        output_stride=(ctypes.c_int64 * 4)(*target.stride()),
+    )
+
+
+def rotate(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_out: torch.Tensor,
+    k_out: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    rows: torch.Tensor,
+    *,
+    interleaved: bool,
+    conjugate: bool,
+    copy_tail: bool,
+) -> None:
+    """Rotate q into q_out and k into k_out ([batch, seq, heads, head_dim] views on the CPU).
+
+    cos and sin are [table_rows, rotary_dim // 2] in float32 (float64 for float64 q and k);
+    rows is an int64 [batch, seq] tensor of table rows. ``conjugate`` rotates by -angle (the
+    backward); ``copy_tail`` copies the channels past rotary_dim (False when writing in place).
+    """
+    library = load_library()
+    if library is None:
+        raise RuntimeError("the CPU RoPE kernel is unavailable; see the warning logged when it failed to build")
+    if cos.stride() != sin.stride():
+        # The kernel walks both tables with one pair of strides.
+        cos, sin = cos.contiguous(), sin.contiguous()
+
+    batch, seq = q.shape[:2]
+    job = RopeJob(
+        tensors=(RopeTensor * 2)(describe_tensor(q, q_out), describe_tensor(k, k_out)),
+        tensor_count=2,
+        batch=batch,
+        seq=seq,
+        half=cos.shape[1],
+        cos=cos.data_ptr(),
+        sin=sin.data_ptr(),
+        table_stride=(ctypes.c_int64 * 2)(*cos.stride()),
+        rows=rows.data_ptr(),
+        rows_stride=(ctypes.c_int64 * 2)(*rows.stride()),
+        dtype=DTYPE_CODES[q.dtype],
+        interleaved=int(interleaved),
+        conjugate=int(conjugate),
+        copy_tail=int(copy_tail),
+    )
+    elements = q.numel() + k.numel()
+    threads = max(1, min(torch.get_num_threads(), elements // ELEMENTS_PER_THREAD))
+    status = library.ropekit_rotate(ctypes.byref(job), threads)
+    if status != 0:
+        raise RuntimeError(f"the CPU RoPE kernel rejected the call with status {status} (dtype {q.dtype})")

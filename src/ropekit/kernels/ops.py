@@ -1,0 +1,128 @@
+"""The fused rotation as torch operators and as an autograd function.
+
+``ropekit::rotate_qk`` (new outputs) and ``ropekit::rotate_qk_`` (in place) are registered
+with ``torch.library.custom_op``, so ``torch.compile`` keeps each call as one opaque node
+instead of tracing into ctypes or a Triton launch. ``RotateQK`` wraps them in a
+``torch.autograd.Function``: the rotation is orthogonal, so its backward is the same
+kernel with the angle negated (``conjugate=True``). The cos and sin tables are constants
+for autograd; callers that need gradients for them use the reference backend.
+
+Every operator takes q and k in the caller's layout (``seq_dim`` 0, 1 or 2), tables of
+``rotary_dim // 2`` columns in the compute dtype, and ``rows``, an int64 [batch, seq]
+tensor giving the table row of each token (for a packed input, batch is 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ropekit.kernels import cpu_backend, torch_backend, triton_backend
+
+# Fused backends and the function that runs each.
+FUSED_BACKENDS = {
+    "torch": torch_backend.rotate,
+    "cpu": cpu_backend.rotate,
+    "triton": triton_backend.rotate,
+}
+
+
+def to_tokens_first(x: torch.Tensor, seq_dim: int) -> torch.Tensor:
+    """Return a [batch, seq, heads, head_dim] view of x (packed [tokens, heads, head_dim] gets batch 1)."""
+    if seq_dim == 0:
+        return x.unsqueeze(0)
+    if seq_dim == 2:
+        return x.transpose(1, 2)
+    return x
+
+
+@torch.library.custom_op("ropekit::rotate_qk", mutates_args=())
+def rotate_qk_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    rows: torch.Tensor,
+    seq_dim: int,
+    interleaved: bool,
+    conjugate: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    q_out = torch.empty_like(q)
+    k_out = torch.empty_like(k)
+    FUSED_BACKENDS[backend](
+        to_tokens_first(q, seq_dim),
+        to_tokens_first(k, seq_dim),
+        to_tokens_first(q_out, seq_dim),
+        to_tokens_first(k_out, seq_dim),
+        cos,
+        sin,
+        rows,
+        interleaved=interleaved,
+        conjugate=conjugate,
+        copy_tail=True,
+    )
+    return q_out, k_out
+
+
+@rotate_qk_op.register_fake
+def _(q, k, cos, sin, rows, seq_dim, interleaved, conjugate, backend):  # noqa: ANN001, ANN202
+    return torch.empty_like(q), torch.empty_like(k)
+
+
+@torch.library.custom_op("ropekit::rotate_qk_", mutates_args=("q", "k"))
+def rotate_qk_inplace_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    rows: torch.Tensor,
+    seq_dim: int,
+    interleaved: bool,
+    conjugate: bool,
+    backend: str,
+) -> None:
+    q_view, k_view = to_tokens_first(q, seq_dim), to_tokens_first(k, seq_dim)
+    FUSED_BACKENDS[backend](
+        q_view, k_view, q_view, k_view, cos, sin, rows, interleaved=interleaved, conjugate=conjugate, copy_tail=False
+    )
+
+
+@rotate_qk_inplace_op.register_fake
+def _(q, k, cos, sin, rows, seq_dim, interleaved, conjugate, backend):  # noqa: ANN001, ANN202
+    return None
+
+
+class RotateQK(torch.autograd.Function):
+    """Rotate q and k with a fused backend; the backward rotates the gradients by -angle."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        rows: torch.Tensor,
+        seq_dim: int,
+        interleaved: bool,
+        inplace: bool,
+        backend: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.save_for_backward(cos, sin, rows)
+        ctx.seq_dim, ctx.interleaved, ctx.backend = seq_dim, interleaved, backend
+        if inplace:
+            torch.ops.ropekit.rotate_qk_(q, k, cos, sin, rows, seq_dim, interleaved, False, backend)
+            ctx.mark_dirty(q, k)
+            return q, k
+        return torch.ops.ropekit.rotate_qk(q, k, cos, sin, rows, seq_dim, interleaved, False, backend)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_q: torch.Tensor, grad_k: torch.Tensor) -> tuple[Any, ...]:
+        cos, sin, rows = ctx.saved_tensors
+        grad_q, grad_k = torch.ops.ropekit.rotate_qk(
+            grad_q, grad_k, cos, sin, rows, ctx.seq_dim, ctx.interleaved, True, ctx.backend
+        )
+        return grad_q, grad_k, None, None, None, None, None, None, None

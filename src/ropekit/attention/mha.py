@@ -115,16 +115,20 @@ class KVCache:
         self.keys, self.values, self.key_mask = extend(self.keys), extend(self.values), extend(self.key_mask)
 
 
-def causal_mask(key_mask: torch.Tensor, query_len: int) -> torch.Tensor:
+def causal_mask(key_mask: torch.Tensor, query_len: int, sliding_window: int | None = None) -> torch.Tensor:
     """Return the boolean attention mask [b, 1, s, t]: True where a query may attend.
 
     The s queries are the last s of the t key slots. A query attends to earlier and equal
     slots that hold real tokens, and always to its own slot (see the module docstring).
+    With a sliding window w it sees only keys less than w slots back (Mistral's rule,
+    query - key < w).
     """
     key_len = key_mask.shape[1]
     query_slots = torch.arange(key_len - query_len, key_len, device=key_mask.device)
     key_slots = torch.arange(key_len, device=key_mask.device)
     causal = key_slots[None, :] <= query_slots[:, None]  # [s, t]
+    if sliding_window is not None:
+        causal = causal & (query_slots[:, None] - key_slots[None, :] < sliding_window)
     own_slot = key_slots[None, :] == query_slots[:, None]
     return ((causal & key_mask[:, None, :]) | own_slot)[:, None]
 
@@ -145,6 +149,8 @@ class MultiHeadAttention(nn.Module):
         rope: rotate q and k with this RoPE configuration; its head_dim must equal head_dim.
         alibi_slopes: a [num_heads] tensor of ALiBi slopes (Press et al. 2021); adds
             -slope * (query position - key position) to the scores. Exclusive with rope.
+        sliding_window: when set, each query attends only to the last sliding_window
+            positions, itself included (Mistral, Qwen2 and Phi-3 checkpoints use this).
     """
 
     def __init__(
@@ -158,8 +164,11 @@ class MultiHeadAttention(nn.Module):
         output_bias: bool = False,
         rope: RopeConfig | None = None,
         alibi_slopes: torch.Tensor | None = None,
+        sliding_window: int | None = None,
     ) -> None:
         super().__init__()
+        if sliding_window is not None and (not isinstance(sliding_window, int) or sliding_window <= 0):
+            raise ValueError(f"sliding_window must be a positive int or None, got {sliding_window!r}")
         if num_heads % num_kv_heads != 0:
             raise ValueError(
                 f"num_kv_heads ({num_kv_heads}) must divide num_heads ({num_heads}) so that every "
@@ -172,6 +181,7 @@ class MultiHeadAttention(nn.Module):
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
+        self.sliding_window = sliding_window
 
         self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=qkv_bias)
         self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=qkv_bias)
@@ -219,7 +229,8 @@ class MultiHeadAttention(nn.Module):
         if self.rotary is not None:
             q, k = self.rotary(q, k, positions)
 
-        if key_mask is None and cache is None and self.alibi_slopes is None:
+        window_applies = self.sliding_window is not None and query_len > self.sliding_window
+        if key_mask is None and cache is None and self.alibi_slopes is None and not window_applies:
             # Common training case: no padding, no cache, so the fused causal kernel applies.
             attended = self._attend(q, k, v, mask=None)
         else:
@@ -227,7 +238,7 @@ class MultiHeadAttention(nn.Module):
                 key_mask = torch.ones((batch_size, query_len), dtype=torch.bool, device=x.device)
             if cache is not None:
                 k, v, key_mask = cache.append(k, v, key_mask)
-            mask = causal_mask(key_mask, query_len)  # [b, 1, s, t]
+            mask = causal_mask(key_mask, query_len, self.sliding_window)  # [b, 1, s, t]
             if self.alibi_slopes is not None:
                 mask = self._alibi_bias(mask, query_len)
             attended = self._attend(q, k, v, mask=mask)

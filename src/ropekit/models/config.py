@@ -45,6 +45,9 @@ class DecoderConfig:
         qkv_bias: biases on the q, k and v projections (Qwen2 uses them).
         output_bias: a bias on the attention output projection.
         mlp_bias: biases on the three MLP projections.
+        sliding_window: when set, attention sees only the last sliding_window positions.
+        sliding_window_layers: indices of the layers that use the sliding window; None
+            means every layer (Mistral), a tuple selects some (Qwen2's layer_types).
     """
 
     vocab_size: int
@@ -64,6 +67,8 @@ class DecoderConfig:
     qkv_bias: bool = False
     output_bias: bool = False
     mlp_bias: bool = False
+    sliding_window: int | None = None
+    sliding_window_layers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_position_embeddings"):
@@ -94,6 +99,26 @@ class DecoderConfig:
             raise ValueError(f"attention must be 'mha' or 'mla', got {self.attention!r}")
         self._check_rope()
         self._check_mla()
+        self._check_sliding_window()
+
+    def _check_sliding_window(self) -> None:
+        if self.sliding_window is not None:
+            _check_positive_int("sliding_window", self.sliding_window)
+        if self.sliding_window_layers is None:
+            return
+        layers = tuple(self.sliding_window_layers)
+        object.__setattr__(self, "sliding_window_layers", layers)
+        if self.sliding_window is None:
+            raise ValueError("sliding_window_layers is set but sliding_window is None; set the window size too")
+        invalid = [index for index in layers if not isinstance(index, int) or not 0 <= index < self.num_layers]
+        if invalid:
+            raise ValueError(f"sliding_window_layers holds {invalid}, which are not layer indices in [0, {self.num_layers})")
+
+    def window_of_layer(self, index: int) -> int | None:
+        """Return the sliding window of layer ``index``, or None when it attends to everything."""
+        if self.sliding_window_layers is None or index in self.sliding_window_layers:
+            return self.sliding_window
+        return None
 
     def _check_rope(self) -> None:
         if self.position_encoding != "rope" or self.attention == "mla":
@@ -108,7 +133,7 @@ class DecoderConfig:
             rope = RopeConfig(head_dim=self.head_dim, max_position_embeddings=self.max_position_embeddings)
             object.__setattr__(self, "rope", rope)
         elif isinstance(self.rope, Mapping):
-            object.__setattr__(self, "rope", RopeConfig(**self.rope))
+            object.__setattr__(self, "rope", rope_config_from_dict(self.rope))
         if not isinstance(self.rope, RopeConfig):
             raise TypeError(f"rope must be a RopeConfig or a mapping of its fields, got {type(self.rope).__name__}")
         if self.rope.head_dim != self.head_dim:
@@ -129,7 +154,10 @@ class DecoderConfig:
         if self.mla is None:
             raise ValueError("attention='mla' needs an MLAConfig in the mla field")
         if isinstance(self.mla, Mapping):
-            object.__setattr__(self, "mla", MLAConfig(**self.mla))
+            values = dict(self.mla)
+            if isinstance(values.get("rope"), Mapping):
+                values["rope"] = rope_config_from_dict(values["rope"])
+            object.__setattr__(self, "mla", MLAConfig(**values))
         if not isinstance(self.mla, MLAConfig):
             raise TypeError(f"mla must be an MLAConfig or a mapping of its fields, got {type(self.mla).__name__}")
 
@@ -148,10 +176,10 @@ class DecoderConfig:
         """Return a JSON-serialisable dict that ``from_dict`` turns back into this config."""
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         if self.rope is not None:
-            values["rope"] = _plain(dataclasses.asdict(self.rope))
+            values["rope"] = _dataclass_dict(self.rope)
         if self.mla is not None:
-            values["mla"] = _plain(dataclasses.asdict(self.mla))
-        return values
+            values["mla"] = _dataclass_dict(self.mla)
+        return _plain(values)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DecoderConfig:
@@ -161,6 +189,24 @@ class DecoderConfig:
         if unknown:
             raise ValueError(f"unknown DecoderConfig fields: {', '.join(unknown)}; expected a subset of {sorted(known)}")
         return cls(**values)
+
+
+def rope_config_from_dict(values: Mapping[str, Any]) -> RopeConfig:
+    """Build a RopeConfig from the plain dict that ``DecoderConfig.to_dict`` writes."""
+    values = dict(values)
+    for name in ("mrope_section", "axial_dims"):
+        if values.get(name) is not None:
+            values[name] = tuple(values[name])
+    return RopeConfig(**values)
+
+
+def _dataclass_dict(instance: Any) -> dict[str, Any]:
+    """Return the fields of a (possibly nested) dataclass as plain dicts and lists."""
+    values = {}
+    for field in dataclasses.fields(instance):
+        value = getattr(instance, field.name)
+        values[field.name] = _dataclass_dict(value) if dataclasses.is_dataclass(value) else _plain(value)
+    return values
 
 
 def _plain(value: Any) -> Any:

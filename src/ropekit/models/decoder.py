@@ -20,6 +20,7 @@ from torch import nn
 
 from ropekit.attention.mha import KVCache, MultiHeadAttention
 from ropekit.models.config import DecoderConfig
+from ropekit.rope import RotaryEmbedding
 
 logger = logging.getLogger("ropekit.models.decoder")
 
@@ -61,10 +62,10 @@ class SwiGLU(nn.Module):
 class DecoderBlock(nn.Module):
     """RMSNorm -> attention -> residual add -> RMSNorm -> SwiGLU -> residual add."""
 
-    def __init__(self, config: DecoderConfig, alibi_slopes: torch.Tensor | None) -> None:
+    def __init__(self, config: DecoderConfig, index: int, alibi_slopes: torch.Tensor | None) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = _build_attention(config, alibi_slopes)
+        self.self_attn = _build_attention(config, index, alibi_slopes)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, config.mlp_bias)
         self.is_latent = config.attention == "mla"
@@ -85,7 +86,7 @@ class DecoderBlock(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-def _build_attention(config: DecoderConfig, alibi_slopes: torch.Tensor | None) -> nn.Module:
+def _build_attention(config: DecoderConfig, index: int, alibi_slopes: torch.Tensor | None) -> nn.Module:
     if config.attention == "mla":
         from ropekit.attention import MultiHeadLatentAttention
 
@@ -99,6 +100,7 @@ def _build_attention(config: DecoderConfig, alibi_slopes: torch.Tensor | None) -
         output_bias=config.output_bias,
         rope=config.rope if config.position_encoding == "rope" else None,
         alibi_slopes=alibi_slopes,
+        sliding_window=config.window_of_layer(index),
     )
 
 
@@ -170,7 +172,7 @@ class Decoder(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.position_encoding = _build_additive_encoding(config)
         alibi_slopes = self._alibi_slopes() if config.position_encoding == "alibi" else None
-        self.layers = nn.ModuleList(DecoderBlock(config, alibi_slopes) for _ in range(config.num_layers))
+        self.layers = nn.ModuleList(DecoderBlock(config, index, alibi_slopes) for index in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_embeddings:
@@ -210,7 +212,10 @@ class Decoder(nn.Module):
         config = self.config.with_rope_scaling(scaling)
         for layer in self.layers:
             if config.attention == "mla":
-                layer.self_attn.set_rope(config.mla.rope)
+                # MultiHeadLatentAttention reads its RoPE from config.rope through its
+                # RotaryEmbedding; both are replaced together.
+                layer.self_attn.config = config.mla
+                layer.self_attn.rotary = RotaryEmbedding(config.mla.rope)
             else:
                 layer.self_attn.set_rope(config.rope)
         self.config = config
@@ -237,7 +242,9 @@ class Decoder(nn.Module):
         if config.attention == "mla":
             from ropekit.attention import LatentKVCache
 
-            layers = [LatentKVCache(batch_size, max_len, config.mla, dtype, device) for _ in range(config.num_layers)]
+            layers = [
+                LatentKVCache(batch_size, max_len, config.mla, dtype, device, grow=grow) for _ in range(config.num_layers)
+            ]
         else:
             layers = [
                 KVCache(batch_size, max_len, config.num_kv_heads, config.head_dim, dtype=dtype, device=device, grow=grow)

@@ -1,0 +1,203 @@
+"""Load GGUF files of the ``llama`` architecture with the ``gguf`` package.
+
+Weights: GGUF llama files store q and k projections in the adjacent-pair (interleaved)
+RoPE layout. llama.cpp's convert_hf_to_gguf.py permutes Hugging Face's half-layout q/k
+rows back to adjacent pairs, and llama2.c checkpoints were trained in that layout, so the
+decoder runs them with ``RopeConfig(interleaved=True)`` and the weights as stored.
+``ropekit.permute_qk_weights(..., to="half")`` converts them for half-layout RoPE.
+
+Only unquantised tensors (F32, F16, BF16) are read; quantised files raise ValueError.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ropekit.models.config import DecoderConfig
+from ropekit.models.tokenizers import SentencePieceTokenizer
+from ropekit.rope import RopeConfig
+
+logger = logging.getLogger("ropekit.models.gguf")
+
+# GGUF tensor name -> decoder parameter name; "{i}" is the block index.
+_BLOCK_NAMES = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_TOP_NAMES = {"token_embd": "embed_tokens", "output_norm": "norm", "output": "lm_head"}
+
+
+def open_gguf(path: Path) -> Any:
+    """Open a GGUF file with gguf.GGUFReader; raise ValueError when it is not a valid GGUF file."""
+    try:
+        from gguf import GGUFReader
+    except ImportError as error:
+        raise ImportError("reading GGUF files needs the 'gguf' package: pip install gguf") from error
+    try:
+        return GGUFReader(str(path))
+    except (ValueError, OSError, IndexError, KeyError, TypeError) as error:
+        raise ValueError(f"cannot read {path} as a GGUF file ({error}); the file may be truncated or corrupt") from None
+
+
+def _field(reader: Any, key: str, default: Any = None) -> Any:
+    field = reader.fields.get(key)
+    if field is None:
+        return default
+    return field.contents()
+
+
+def _required(reader: Any, key: str, path: Path) -> Any:
+    value = _field(reader, key)
+    if value is None:
+        raise ValueError(f"GGUF file {path} has no metadata key {key!r}, which a llama model needs")
+    return value
+
+
+def decoder_config_from_gguf(reader: Any, path: Path) -> DecoderConfig:
+    """Translate llama.* metadata into a DecoderConfig."""
+    architecture = _field(reader, "general.architecture")
+    if architecture != "llama":
+        raise ValueError(f"unsupported GGUF architecture {architecture!r} in {path}; ropekit loads 'llama' GGUF files")
+    hidden_size = int(_required(reader, "llama.embedding_length", path))
+    num_heads = int(_required(reader, "llama.attention.head_count", path))
+    head_dim = int(_field(reader, "llama.attention.key_length", hidden_size // num_heads))
+    rotary_dim = int(_field(reader, "llama.rope.dimension_count", head_dim))
+    context = int(_field(reader, "llama.context_length", 2048))
+    tokens = _field(reader, "tokenizer.ggml.tokens")
+    vocab_size = int(_field(reader, "llama.vocab_size", len(tokens) if tokens else 0))
+    if vocab_size <= 0:
+        vocab_size = _tensor_rows(reader, "token_embd.weight", path)
+
+    rope = RopeConfig(
+        head_dim=head_dim,
+        rotary_dim=rotary_dim,
+        theta=float(_field(reader, "llama.rope.freq_base", 10000.0)),
+        interleaved=True,
+        scaling=_rope_scaling(reader, path),
+        max_position_embeddings=context,
+    )
+    has_output = any(tensor.name == "output.weight" for tensor in reader.tensors)
+    return DecoderConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_layers=int(_required(reader, "llama.block_count", path)),
+        num_heads=num_heads,
+        num_kv_heads=int(_field(reader, "llama.attention.head_count_kv", num_heads)),
+        head_dim=head_dim,
+        intermediate_size=int(_required(reader, "llama.feed_forward_length", path)),
+        rms_norm_eps=float(_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
+        tie_embeddings=not has_output,
+        max_position_embeddings=context,
+        position_encoding="rope",
+        rope=rope,
+    )
+
+
+def _tensor_rows(reader: Any, name: str, path: Path) -> int:
+    for tensor in reader.tensors:
+        if tensor.name == name:
+            return int(tensor.data.shape[0])
+    raise ValueError(f"GGUF file {path} has neither llama.vocab_size, tokenizer.ggml.tokens nor {name}")
+
+
+def _rope_scaling(reader: Any, path: Path) -> dict[str, Any] | None:
+    """Return the RoPE scaling spec of llama.rope.scaling.* keys, or None."""
+    if any(tensor.name == "rope_freqs.weight" for tensor in reader.tensors):
+        raise ValueError(
+            f"{path} carries per-frequency RoPE factors (rope_freqs.weight, llama3-style scaling), which ropekit "
+            "cannot read from GGUF; load the Hugging Face checkpoint instead"
+        )
+    kind = _field(reader, "llama.rope.scaling.type")
+    factor = _field(reader, "llama.rope.scaling.factor")
+    if kind in (None, "none"):
+        return None
+    if factor is None:
+        raise ValueError(f"{path} sets llama.rope.scaling.type {kind!r} but no llama.rope.scaling.factor")
+    original = _field(reader, "llama.rope.scaling.original_context_length")
+    if kind == "linear":
+        return {"rope_type": "linear", "factor": float(factor)}
+    if kind == "yarn":
+        spec: dict[str, Any] = {"rope_type": "yarn", "factor": float(factor)}
+        if original is not None:
+            spec["original_max_position_embeddings"] = int(original)
+        return spec
+    raise ValueError(f"unsupported llama.rope.scaling.type {kind!r} in {path}; expected 'linear' or 'yarn'")
+
+
+def gguf_state_dict(reader: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Read the llama tensors under the decoder's parameter names (float32 copies)."""
+    from gguf import GGMLQuantizationType
+
+    readable = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
+    state: dict[str, torch.Tensor] = {}
+    for tensor in reader.tensors:
+        if tensor.tensor_type not in readable:
+            raise ValueError(
+                f"tensor {tensor.name} of {path} has type {tensor.tensor_type.name}; ropekit reads only F32, F16 and "
+                "BF16 GGUF tensors, not quantised ones"
+            )
+        state[_decoder_name(tensor.name, path)] = _to_torch(tensor)
+    return state
+
+
+def _decoder_name(name: str, path: Path) -> str:
+    stem, _, suffix = name.rpartition(".")
+    if stem in _TOP_NAMES:
+        return f"{_TOP_NAMES[stem]}.{suffix}"
+    parts = stem.split(".")
+    if len(parts) == 3 and parts[0] == "blk" and parts[2] in _BLOCK_NAMES:
+        return f"layers.{parts[1]}.{_BLOCK_NAMES[parts[2]]}.{suffix}"
+    raise ValueError(f"unexpected tensor {name!r} in llama GGUF file {path}")
+
+
+def _to_torch(tensor: Any) -> torch.Tensor:
+    """Copy a GGUF tensor into a torch tensor of row-major shape [rows, columns].
+
+    gguf-py already reverses GGML's dimension order, so tensor.data has the PyTorch shape
+    (an nn.Linear weight is [out_features, in_features]). BF16 arrives as raw uint16.
+    """
+    from gguf import GGMLQuantizationType
+
+    data = np.array(tensor.data)  # a copy, so the memory map can be closed
+    if tensor.tensor_type == GGMLQuantizationType.BF16:
+        return torch.from_numpy(data.view(np.int16)).view(torch.bfloat16).to(torch.float32)
+    return torch.from_numpy(data).to(torch.float32)
+
+
+def tokenizer_from_gguf(reader: Any, path: Path) -> SentencePieceTokenizer:
+    """Build the SentencePiece-style tokenizer embedded in a GGUF file."""
+    model = _field(reader, "tokenizer.ggml.model")
+    if model != "llama":
+        raise ValueError(
+            f"unsupported GGUF tokenizer model {model!r} in {path}; ropekit reads the SentencePiece-style 'llama' one"
+        )
+    tokens = _required(reader, "tokenizer.ggml.tokens", path)
+    scores = _field(reader, "tokenizer.ggml.scores") or [0.0] * len(tokens)
+    token_types = _field(reader, "tokenizer.ggml.token_type")
+
+    def special(key: str) -> int | None:
+        value = _field(reader, key)
+        # 0xFFFFFFFF marks an absent token in GGUF metadata.
+        return None if value is None or int(value) >= len(tokens) else int(value)
+
+    return SentencePieceTokenizer(
+        tokens,
+        scores,
+        token_types,
+        bos_id=special("tokenizer.ggml.bos_token_id"),
+        eos_id=special("tokenizer.ggml.eos_token_id"),
+        unknown_id=special("tokenizer.ggml.unknown_token_id"),
+        add_space_prefix=bool(_field(reader, "tokenizer.ggml.add_space_prefix", True)),
+    )

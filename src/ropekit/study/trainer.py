@@ -1,0 +1,387 @@
+"""The training loop: AdamW, linear warmup then cosine decay, resumable checkpoints.
+
+A run is a pure function of its model initialisation, its TrainConfig and the data:
+the batch of step i comes from ropekit.study.batching (a function of seed and step),
+and a checkpoint stores everything else that changes during training (weights,
+optimizer moments, step, schedule length, loss accumulators and random generator
+states). A run resumed from any checkpoint therefore ends with the same weights as an
+uninterrupted one. Checkpoints are written atomically, so a run killed at any moment,
+SIGKILL included, leaves the previous checkpoint or the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ropekit.study.batching import training_batch
+from ropekit.study.distributed import DistributedContext, all_reduce_mean, broadcast_int
+from ropekit.study.files import save_torch_atomic
+
+logger = logging.getLogger("ropekit.study.trainer")
+
+# Steps timed before a time budget is turned into a step count; the first step is not
+# timed because it pays one-off allocation costs.
+CALIBRATION_STEPS = 20
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run.
+
+    Attributes:
+        train_length: bytes per training sequence (the context length L).
+        batch_size: sequences per optimizer step, summed over all distributed ranks.
+        steps: optimizer steps; None when ``time_budget`` decides the count.
+        time_budget: seconds of training (evaluation excluded). The step count is
+            measured after the first steps and the run stops when the budget is spent.
+        learning_rate: peak learning rate of AdamW.
+        min_learning_rate: learning rate at the end of the cosine decay.
+        warmup_steps: steps of linear warmup from learning_rate / warmup_steps.
+        weight_decay: decoupled weight decay of matrices and embeddings (not of norms or biases).
+        betas: AdamW's moment decay rates.
+        grad_clip: maximum global gradient norm; 0 disables clipping.
+        seed: seed of the batch order (the caller seeds the model initialisation).
+        checkpoint_every: steps between checkpoints; 0 writes none until the end.
+        log_every: steps between loss records (training curve and train.log).
+    """
+
+    train_length: int
+    batch_size: int
+    steps: int | None = None
+    time_budget: float | None = None
+    learning_rate: float = 3e-3
+    min_learning_rate: float = 3e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 25
+
+    def __post_init__(self) -> None:
+        if self.train_length < 2:
+            raise ValueError(f"train_length must be at least 2, got {self.train_length}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if (self.steps is None) == (self.time_budget is None):
+            raise ValueError(
+                f"set exactly one of steps and time_budget, got steps={self.steps} and time_budget={self.time_budget}"
+            )
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be positive, got {self.steps}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"time_budget must be a positive number of seconds, got {self.time_budget}")
+        if not 0 < self.min_learning_rate <= self.learning_rate:
+            raise ValueError(
+                f"need 0 < min_learning_rate <= learning_rate, got {self.min_learning_rate} and {self.learning_rate}"
+            )
+        for name in ("warmup_steps", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be positive, got {self.log_every}")
+
+
+@dataclass
+class TrainOutcome:
+    """What a finished run reports."""
+
+    steps: int
+    train_seconds: float
+    tokens_per_second: float
+    final_train_loss: float
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+
+def learning_rate_at(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Learning rate of 0-based ``step``: linear warmup, then cosine decay to the minimum.
+
+    Up to step warmup_steps the value does not depend on ``total_steps``, which lets a
+    time-budgeted run fix its step count during warmup.
+    """
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    decay_steps = max(1, total_steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / decay_steps)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.min_learning_rate + (config.learning_rate - config.min_learning_rate) * cosine
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with weight decay on parameters of two or more dimensions only."""
+    decayed = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    plain = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [
+        {"params": decayed, "weight_decay": config.weight_decay},
+        {"params": plain, "weight_decay": 0.0},
+    ]
+    # The fused kernel is the fastest AdamW on CPU and CUDA in torch >= 2.4.
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=config.betas, fused=device.type in ("cpu", "cuda"))
+
+
+class Trainer:
+    """Train one model on a byte stream, with checkpoints and resume.
+
+    ``model`` maps int64 inputs [batch, length] to logits [batch, length, vocab]. Under
+    torch.distributed it is wrapped in DistributedDataParallel here; only rank 0 writes
+    checkpoints.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: torch.Tensor,
+        config: TrainConfig,
+        *,
+        device: torch.device,
+        checkpoint_path: Path | None,
+        context: DistributedContext | None = None,
+        name: str = "run",
+        progress: bool = True,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.context = context or DistributedContext()
+        if config.batch_size % self.context.world_size != 0:
+            raise ValueError(
+                f"batch_size={config.batch_size} must be divisible by the number of processes "
+                f"({self.context.world_size})"
+            )
+        self.model = model
+        self.data = data
+        self.config = config
+        self.device = device
+        self.checkpoint_path = checkpoint_path
+        self.name = name
+        self.progress = progress and self.context.is_main
+        self.log = log or logger
+        self.optimizer = build_optimizer(model, config, device)
+        self.network: nn.Module = model
+        if self.context.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+        # State that a checkpoint stores besides weights and optimizer moments.
+        self.step = 0
+        self.total_steps = config.steps or 0
+        self.train_seconds = 0.0
+        self.curve: list[dict[str, float]] = []
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.loss_count = 0
+
+    # Checkpoints -------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "train_seconds": self.train_seconds,
+            "curve": list(self.curve),
+            "loss_sum": self.loss_sum.cpu(),
+            "loss_count": self.loss_count,
+            "rng_cpu": torch.get_rng_state(),
+            "config": _config_record(self.config),
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["config"] != _config_record(self.config):
+            raise ValueError(
+                f"checkpoint of run {self.name!r} was written with training settings {state['config']}, "
+                f"which differ from the current {_config_record(self.config)}; resume with the same settings "
+                "or start a fresh run without --resume"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.total_steps = int(state["total_steps"])
+        self.train_seconds = float(state["train_seconds"])
+        self.curve = list(state["curve"])
+        self.loss_sum = state["loss_sum"].to(self.device)
+        self.loss_count = int(state["loss_count"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None or not self.context.is_main:
+            return
+        save_torch_atomic(self.checkpoint_path, self.state_dict())
+        self.log.info("%s: checkpoint at step %d written to %s", self.name, self.step, self.checkpoint_path)
+
+    def resume(self) -> bool:
+        """Load the checkpoint if one exists; return whether one was loaded."""
+        if self.checkpoint_path is None or not self.checkpoint_path.is_file():
+            return False
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        self.load_state_dict(state)
+        self.log.info("%s: resumed from step %d of %s", self.name, self.step, self.checkpoint_path)
+        return True
+
+    # Training ----------------------------------------------------------------------
+
+    def train_step(self) -> torch.Tensor:
+        """Run one optimizer step; return the (local) mean loss."""
+        config = self.config
+        inputs, targets = training_batch(
+            self.data,
+            seed=config.seed,
+            step=self.step,
+            batch_size=config.batch_size,
+            length=config.train_length,
+            rank=self.context.rank,
+            world_size=self.context.world_size,
+        )
+        inputs, targets = inputs.to(self.device), targets.to(self.device)
+
+        learning_rate = learning_rate_at(self.step, self.total_steps, config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+
+        logits = self.network(inputs)  # [batch, length, vocab]
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimizer.step()
+        return loss.detach()
+
+    def run(self) -> TrainOutcome:
+        """Train to the end (from the current state) and return the outcome."""
+        config = self.config
+        self.network.train()
+        bar = self._progress_bar()
+        session_start = time.perf_counter()
+        session_seconds_before = self.train_seconds
+        calibration_start: float | None = None
+        calibration_from = self.step
+
+        while self.total_steps == 0 or self.step < self.total_steps:
+            loss = self.train_step()
+            self.loss_sum += loss.double()
+            self.loss_count += 1
+            self.step += 1
+            self.train_seconds = session_seconds_before + (time.perf_counter() - session_start)
+
+            if config.time_budget is not None:
+                if self.total_steps == 0:
+                    calibration_start, calibration_from = self._calibrate(calibration_start, calibration_from, bar)
+                if self._budget_spent():
+                    if self.step < self.total_steps:
+                        self.log.warning(
+                            "%s: time budget of %.0f s spent at step %d of %d; the cosine decay stops early",
+                            self.name, config.time_budget, self.step, self.total_steps,
+                        )
+                    self.total_steps = self.step
+
+            if self.step % config.log_every == 0 or self.step == self.total_steps:
+                self._record_loss()
+            if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < self.total_steps:
+                self.save_checkpoint()
+            if bar is not None:
+                bar.update(1)
+                if self.curve:
+                    bar.set_postfix(loss=f"{self.curve[-1]['loss']:.3f}", refresh=False)
+
+        if bar is not None:
+            bar.close()
+        self.save_checkpoint()
+        return self._outcome()
+
+    def _calibrate(self, start: float | None, start_step: int, bar: Any) -> tuple[float | None, int]:
+        """Turn the time budget into a step count once CALIBRATION_STEPS are timed."""
+        assert self.config.time_budget is not None
+        if start is None:
+            # Time from the end of the first step of this session.
+            return time.perf_counter(), self.step
+        timed_steps = self.step - start_step
+        if timed_steps < CALIBRATION_STEPS and self.step < max(self.config.warmup_steps, 2):
+            return start, start_step
+        seconds_per_step = (time.perf_counter() - start) / max(1, timed_steps)
+        remaining = max(0.0, self.config.time_budget - self.train_seconds)
+        estimate = self.step + int(remaining / seconds_per_step)
+        self.total_steps = broadcast_int(max(estimate, self.step), self.context, self.device)
+        self.log.info(
+            "%s: %.4f s per step; a budget of %.0f s allows %d steps",
+            self.name, seconds_per_step, self.config.time_budget, self.total_steps,
+        )
+        if bar is not None:
+            bar.total = self.total_steps
+            bar.refresh()
+        return start, start_step
+
+    def _budget_spent(self) -> bool:
+        assert self.config.time_budget is not None
+        spent = int(self.train_seconds >= self.config.time_budget)
+        # Every rank must stop at the same step; rank 0's clock decides.
+        return bool(broadcast_int(spent, self.context, self.device))
+
+    def _record_loss(self) -> None:
+        if self.loss_count == 0:
+            return
+        mean = all_reduce_mean(self.loss_sum / self.loss_count, self.context)
+        tokens = self.step * self.config.batch_size * self.config.train_length
+        record = {
+            "step": self.step,
+            "loss": float(mean.item()),
+            "learning_rate": learning_rate_at(self.step - 1, max(self.total_steps, self.step), self.config),
+            "seconds": self.train_seconds,
+            "tokens": tokens,
+        }
+        self.curve.append(record)
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        self.log.info(
+            "%s: step %d/%d loss %.4f lr %.2e %.0f tokens/s",
+            self.name, self.step, self.total_steps, record["loss"], record["learning_rate"],
+            tokens / max(self.train_seconds, 1e-9),
+        )
+
+    def _outcome(self) -> TrainOutcome:
+        tokens = self.step * self.config.batch_size * self.config.train_length
+        return TrainOutcome(
+            steps=self.step,
+            train_seconds=self.train_seconds,
+            tokens_per_second=tokens / max(self.train_seconds, 1e-9),
+            final_train_loss=self.curve[-1]["loss"] if self.curve else math.nan,
+            curve=list(self.curve),
+        )
+
+    def _progress_bar(self) -> Any:
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            total=self.total_steps or None,
+            initial=self.step,
+            desc=f"train {self.name}",
+            unit="step",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=0.5,
+            leave=False,
+        )
+
+
+def _config_record(config: TrainConfig) -> dict[str, Any]:
+    """The settings a checkpoint must share with the run that resumes it."""
+    record = asdict(config)
+    record["betas"] = list(config.betas)
+    return record

@@ -22,7 +22,6 @@ e hidden size.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,25 +30,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ropekit.rope import RopeConfig, RotaryEmbedding
+from ropekit.rope import RopeConfig, RotaryEmbedding, apply_rotary
+from ropekit.rope.scaling import softmax_scale_factor
 
 if TYPE_CHECKING:
     from ropekit.attention.latent_cache import LatentKVCache
-
-# Scaling types whose config may carry mscale_all_dim; DeepSeek's checkpoints use "yarn".
-_DEFAULT_ROPE_TYPES = (None, "default")
-
-
-def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
-    """Return YaRN's attention temperature 0.1 * mscale * ln(factor) + 1, or 1 for factor <= 1.
-
-    Source: Peng et al. 2023, "YaRN" (arXiv:2309.00071), eq. 22, with the extra multiplier
-    ``mscale`` of DeepSeek-V2's config.json ("mscale_all_dim").
-    """
-    if factor <= 1:
-        return 1.0
-    return 0.1 * mscale * math.log(factor) + 1.0
-
 
 def _check_positive_int(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -124,19 +109,13 @@ class MLAConfig:
     def softmax_scale(self) -> float:
         """The factor on q . k before the softmax.
 
-        (d + r) ** -0.5, times yarn_mscale(factor, mscale_all_dim) ** 2 when the RoPE scaling
-        sets mscale_all_dim. DeepSeek-V2 applies the YaRN temperature to every channel this
-        way (DeepSeek-V3 inference/model.py, MLA.__init__; transformers 5.25 yarn_apply_mscale).
+        (d + r) ** -0.5, times the YaRN temperature when the RoPE scaling sets one for all
+        channels: yarn_mscale(factor, mscale_all_dim) ** 2 for "yarn", with
+        yarn_mscale(s, m) = 0.1 m ln(s) + 1 for s > 1 (DeepSeek-V3 inference/model.py,
+        MLA.__init__; transformers 5.25 yarn_apply_mscale). ``softmax_scale_factor`` in
+        ropekit.rope.scaling computes that temperature.
         """
-        scale = self.qk_head_dim**-0.5
-        scaling = self.rope.scaling
-        if scaling is None or scaling.get("rope_type", scaling.get("type")) in _DEFAULT_ROPE_TYPES:
-            return scale
-        mscale_all_dim = scaling.get("mscale_all_dim")
-        if mscale_all_dim:
-            mscale = yarn_mscale(float(scaling["factor"]), float(mscale_all_dim))
-            scale *= mscale * mscale
-        return scale
+        return self.qk_head_dim**-0.5 * softmax_scale_factor(self.rope)
 
     @property
     def cache_elements_per_token(self) -> int:
@@ -421,7 +400,7 @@ _MODES = ("auto", "naive", "absorbed")
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square normalisation (Zhang and Sennrich 2019), computed in float32.
+    """Root-mean-square normalisation (Zhang and Sennrich 2019), computed in float32 or wider.
 
     y = weight * (x / sqrt(mean(x^2) + eps)); the normalised value is cast back to x's
     dtype before the weight multiplies it, as in DeepSeek-V2/V3's Hugging Face code.
@@ -433,8 +412,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normalised = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))
+        normalised = wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * normalised.to(x.dtype)
 
 
@@ -466,7 +445,7 @@ class MultiHeadLatentAttention(nn.Module):
         self.o_proj = nn.Linear(h * config.v_head_dim, e, bias=False)
         self.rotary = RotaryEmbedding(config.rope)
 
-        self._register_load_state_dict_pre_hook(_rename_reference_keys)
+        self._register_load_state_dict_pre_hook(_rename_reference_keys, with_module=True)
 
     def forward(
         self,
@@ -504,8 +483,7 @@ class MultiHeadLatentAttention(nn.Module):
 
         q_nope, q_pe = self._project_query(x)  # [b, s, h, d], [b, s, h, r]
         c_kv, k_pe = self._project_latent(x)  # [b, s, c], [b, s, r]
-        q_pe, k_pe = self.rotary(q_pe, k_pe.unsqueeze(2), positions)
-        k_pe = k_pe.squeeze(2)
+        q_pe, k_pe = self._rotate(q_pe, k_pe, positions)
 
         if cache is None:
             mask, causal = self._mask_without_cache(token_mask, pair_mask, seq_len)
@@ -587,6 +565,17 @@ class MultiHeadLatentAttention(nn.Module):
     def _project_latent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c_kv, k_pe = self.kv_a_proj_with_mqa(x).split([self.config.kv_lora_rank, self.config.qk_rope_head_dim], dim=-1)
         return self.kv_a_layernorm(c_kv), k_pe
+
+    def _rotate(self, q_pe: torch.Tensor, k_pe: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotate q_pe [b, s, h, r] and the shared k_pe [b, s, r] by their positions."""
+        # Tables in float32, or float64 for float64 input, so that they are never the
+        # coarsest step (angles themselves are formed in float64).
+        table_dtype = torch.promote_types(q_pe.dtype, torch.float32)
+        cos, sin = self.rotary.cos_sin(positions, dtype=table_dtype)  # [s, r] or [b, s, r]
+        interleaved = self.config.rope.interleaved
+        q_pe = apply_rotary(q_pe, cos.unsqueeze(-2), sin.unsqueeze(-2), interleaved=interleaved)
+        k_pe = apply_rotary(k_pe, cos, sin, interleaved=interleaved)
+        return q_pe, k_pe
 
     @staticmethod
     def _mask_without_cache(

@@ -19,6 +19,7 @@ from ropekit import __version__
 # (subcommand, module, one-line help). A subcommand is listed here only once it works.
 COMMANDS: list[tuple[str, str, str]] = [
     ("bench", "ropekit.commands.bench", "time ropekit against its peers: bench rope, ..."),
+    ("study", "ropekit.commands.study", "train one model per positional encoding on real text; evaluate at 1-8x its length"),
 ]
 
 

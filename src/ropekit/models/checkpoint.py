@@ -128,16 +128,16 @@ def _read_checkpoint(checkpoint: Path) -> tuple[DecoderConfig, dict[str, torch.T
                 "(pickled .bin/.pt files are not loaded)"
             )
 
+    # The config is checked before any weights are read, so an unsupported model fails fast.
     values = hf_format.read_json(checkpoint / "config.json", "model config")
-    files = hf_format.safetensors_files(checkpoint)
-    tensors = hf_format.read_safetensors(files)
     if values.get("model_type") == ROPEKIT_MODEL_TYPE:
         decoder_values = values.get("decoder")
         if not isinstance(decoder_values, dict):
             raise ValueError(f"{checkpoint / 'config.json'} has model_type 'ropekit' but no 'decoder' object")
         config = DecoderConfig.from_dict(decoder_values)
-        return config, dict(tensors)
+        return config, hf_format.read_safetensors(hf_format.safetensors_files(checkpoint))
     config = hf_format.decoder_config_from_hf(values)
+    tensors = hf_format.read_safetensors(hf_format.safetensors_files(checkpoint))
     return config, hf_format.hf_state_dict(tensors, config, values["model_type"])
 
 

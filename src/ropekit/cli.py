@@ -20,6 +20,7 @@ from ropekit import __version__
 COMMANDS: list[tuple[str, str, str]] = [
     ("bench", "ropekit.commands.bench", "time ropekit against its peers: bench rope, ..."),
     ("study", "ropekit.commands.study", "train one model per positional encoding on real text; evaluate at 1-8x its length"),
+    ("inspect", "ropekit.commands.inspect", "explain a model's RoPE and KV cache from a config.json, GGUF file or preset"),
 ]
 
 

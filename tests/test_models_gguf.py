@@ -1,0 +1,271 @@
+"""GGUF llama loading on the real stories260K model, against a minimal numpy reference."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ropekit
+from conftest import SHARED_DATA
+from ropekit.models.tokenizers import SentencePieceTokenizer
+
+gguf = pytest.importorskip("gguf")
+
+# Greedy continuation of BOS by stories260K.gguf, as computed by reference_forward below
+# (numpy, float64). It decodes to "Once upon a time, there was a little girl named Lily.
+# She loved to play outside in the park. One day, she saw a big, red ball."
+PINNED_GREEDY_IDS = [
+    403, 407, 261, 378, 432, 383, 286, 261, 376, 298,
+    315, 421, 395, 317, 426, 338, 401, 396, 267, 337,
+    410, 408, 419, 292, 411, 322, 265, 282, 295, 433,
+    426, 385, 328, 432, 358, 394, 261, 370, 432, 352,
+]  # fmt: skip
+
+
+def read_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    reader = gguf.GGUFReader(str(path))
+    weights = {tensor.name: np.array(tensor.data, dtype=np.float64) for tensor in reader.tensors}
+    keys = ("embedding_length", "block_count", "attention.head_count", "attention.head_count_kv",
+            "attention.layer_norm_rms_epsilon")
+    metadata = {key: reader.fields[f"llama.{key}"].contents() for key in keys}
+    return weights, metadata
+
+
+def reference_forward(weights: dict[str, np.ndarray], metadata: dict[str, float], ids: list[int]) -> np.ndarray:
+    """Return the logits of the last position: llama with adjacent-pair RoPE, written out plainly.
+
+    Follows llama2.c's run.c: RMSNorm, q/k/v, RoPE on pairs (2i, 2i+1) with angle
+    pos * 10000^(-2i/head_dim), causal softmax attention where query head h reads key head
+    h // (heads / kv_heads), output projection, RMSNorm, SwiGLU, final RMSNorm, head.
+    """
+    hidden = int(metadata["embedding_length"])
+    heads = int(metadata["attention.head_count"])
+    kv_heads = int(metadata["attention.head_count_kv"])
+    eps = float(metadata["attention.layer_norm_rms_epsilon"])
+    head_dim = hidden // heads
+    length = len(ids)
+
+    def rms_norm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps) * weight
+
+    def rotate(x: np.ndarray) -> np.ndarray:  # x: [length, heads, head_dim]
+        frequencies = 10000.0 ** (-np.arange(0, head_dim, 2) / head_dim)
+        angles = np.arange(length)[:, None] * frequencies[None, :]  # [length, head_dim / 2]
+        cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
+        even, odd = x[..., 0::2], x[..., 1::2]
+        out = np.empty_like(x)
+        out[..., 0::2] = even * cos - odd * sin
+        out[..., 1::2] = even * sin + odd * cos
+        return out
+
+    x = weights["token_embd.weight"][ids]  # [length, hidden]
+    causal = np.tril(np.ones((length, length), dtype=bool))
+    for layer in range(int(metadata["block_count"])):
+        w = {name.split(".")[2]: value for name, value in weights.items() if name.startswith(f"blk.{layer}.")}
+        h = rms_norm(x, w["attn_norm"])
+        q = rotate((h @ w["attn_q"].T).reshape(length, heads, head_dim))
+        k = rotate((h @ w["attn_k"].T).reshape(length, kv_heads, head_dim))
+        v = (h @ w["attn_v"].T).reshape(length, kv_heads, head_dim)
+        attended = np.empty((length, heads, head_dim))
+        for head in range(heads):
+            kv_head = head // (heads // kv_heads)
+            scores = q[:, head] @ k[:, kv_head].T / np.sqrt(head_dim)
+            scores = np.where(causal, scores, -np.inf)
+            probabilities = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            probabilities /= probabilities.sum(axis=-1, keepdims=True)
+            attended[:, head] = probabilities @ v[:, kv_head]
+        x = x + attended.reshape(length, hidden) @ w["attn_output"].T
+        h = rms_norm(x, w["ffn_norm"])
+        gate = h @ w["ffn_gate"].T
+        x = x + ((gate / (1.0 + np.exp(-gate))) * (h @ w["ffn_up"].T)) @ w["ffn_down"].T
+    x = rms_norm(x, weights["output_norm.weight"])
+    return x[-1] @ weights["output.weight"].T
+
+
+@pytest.fixture(scope="module")
+def stories_model() -> tuple[Path, ropekit.models.Decoder, SentencePieceTokenizer]:
+    """Load the model and tokenizer once for this module (the stories260k fixture is per test)."""
+    path = SHARED_DATA / "stories260K.gguf"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path, ropekit.load_model(path), ropekit.load_tokenizer(path)
+
+
+def greedy(model: ropekit.models.Decoder, prompt: list[int], count: int) -> list[int]:
+    """Greedy decoding with the KV cache."""
+    cache = model.make_cache(1, len(prompt) + count)
+    generated: list[int] = []
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt]), cache=cache)
+        for _ in range(count):
+            generated.append(int(logits[0, -1].argmax()))
+            logits = model(torch.tensor([[generated[-1]]]), cache=cache)
+    return generated
+
+
+def test_reference_forward_gives_pinned_ids(stories260k: Path) -> None:
+    weights, metadata = read_weights(stories260k)
+    ids = [1]
+    for _ in range(len(PINNED_GREEDY_IDS)):
+        ids.append(int(np.argmax(reference_forward(weights, metadata, ids))))
+    assert ids[1:] == PINNED_GREEDY_IDS
+
+
+def test_greedy_from_bos_equals_pinned_ids(stories_model) -> None:
+    _, model, tokenizer = stories_model
+    assert greedy(model, [tokenizer.bos_id], len(PINNED_GREEDY_IDS)) == PINNED_GREEDY_IDS
+
+
+def test_greedy_story_is_coherent(stories_model) -> None:
+    _, model, tokenizer = stories_model
+    text = tokenizer.decode([tokenizer.bos_id] + greedy(model, [tokenizer.bos_id], 60))
+    assert text.startswith("Once upon a time, there was a little girl named Lily.")
+
+
+def test_logits_equal_reference_forward(stories_model) -> None:
+    path, model, tokenizer = stories_model
+    weights, metadata = read_weights(path)
+    ids = tokenizer.encode("Once upon a time, there was a big dog. The dog liked to run.")
+    expected = reference_forward(weights, metadata, ids)
+    with torch.no_grad():
+        actual = model(torch.tensor([ids]))[0, -1].double().numpy()
+    assert np.abs(actual - expected).max() <= 1e-4
+
+
+def test_half_layout_conversion_keeps_logits(stories_model) -> None:
+    _, model, tokenizer = stories_model
+    config = model.config
+    converted = ropekit.models.Decoder(
+        dataclasses.replace(config, rope=dataclasses.replace(config.rope, interleaved=False))
+    ).eval()
+    state = dict(model.state_dict())
+    for layer in range(config.num_layers):
+        for name, heads in (("q_proj", config.num_heads), ("k_proj", config.num_kv_heads)):
+            key = f"layers.{layer}.self_attn.{name}.weight"
+            state[key] = ropekit.permute_qk_weights(state[key], heads, config.head_dim, to="half")
+    converted.load_state_dict(state)
+
+    # float64, so that the comparison sees the layouts and not float32 summation order
+    # (in float32 the two differ by about 1e-5 on logits of size 10).
+    ids = torch.tensor([tokenizer.encode("The little bird sang a song to the sun every morning.")])
+    with torch.no_grad():
+        expected = copy.deepcopy(model).double()(ids)
+        assert (converted.double()(ids) - expected).abs().max().item() <= 1e-5
+
+
+def test_unconverted_half_layout_changes_logits(stories_model) -> None:
+    # The control for the test above: the half layout on the stored weights is wrong.
+    _, model, tokenizer = stories_model
+    config = model.config
+    wrong = ropekit.models.Decoder(dataclasses.replace(config, rope=dataclasses.replace(config.rope, interleaved=False)))
+    wrong.load_state_dict(model.state_dict())
+    ids = torch.tensor([tokenizer.encode("The little bird sang a song.")])
+    with torch.no_grad():
+        assert (wrong(ids) - model(ids)).abs().max().item() > 1e-2
+
+
+def reference_encode(tokenizer: SentencePieceTokenizer, text: str) -> list[int]:
+    """Encode like llama2.c's encode(): repeatedly merge the best-scoring pair, leftmost first."""
+    pieces = {piece: index for index, piece in enumerate(tokenizer.tokens) if tokenizer.token_types[index] == 1}
+    symbols: list[str | int] = []
+    for character in (" " + text).replace(" ", "\u2581"):
+        if character in pieces:
+            symbols.append(character)
+        else:
+            symbols.extend(tokenizer.tokens.index(f"<0x{byte:02X}>") for byte in character.encode("utf-8"))
+    while True:
+        best = None
+        for position in range(len(symbols) - 1):
+            left, right = symbols[position], symbols[position + 1]
+            if isinstance(left, str) and isinstance(right, str) and left + right in pieces:
+                score = tokenizer.scores[pieces[left + right]]
+                if best is None or score > best[0]:
+                    best = (score, position)
+        if best is None:
+            break
+        position = best[1]
+        symbols[position : position + 2] = [symbols[position] + symbols[position + 1]]
+    return [1] + [pieces[symbol] if isinstance(symbol, str) else symbol for symbol in symbols]
+
+
+TEXTS = [
+    "Once upon a time, there was a little girl named Lily.",
+    "She said, \"Let's play!\"\nThe end.",
+    "  two leading spaces and  a double one",
+    "naïve café 🙂 émoji",
+    "x",
+    "tick tock, tick tock, the clock went on and on and on",
+]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_encode_equals_reference_merges(stories_model, text: str) -> None:
+    _, _, tokenizer = stories_model
+    assert tokenizer.encode(text) == reference_encode(tokenizer, text)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_decode_inverts_encode(stories_model, text: str) -> None:
+    _, _, tokenizer = stories_model
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_newline_uses_byte_fallback(stories_model) -> None:
+    _, _, tokenizer = stories_model
+    newline_id = tokenizer.tokens.index("<0x0A>")
+    assert newline_id in tokenizer.encode("a\nb")
+
+
+def test_decode_omits_special_tokens(stories_model) -> None:
+    _, _, tokenizer = stories_model
+    ids = tokenizer.encode("The end.")
+    assert tokenizer.decode(ids + [tokenizer.eos_id]) == "The end."
+    assert tokenizer.decode(ids, skip_special_tokens=False).startswith("<s>")
+
+
+def test_truncated_gguf_raises(stories260k: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(stories260k.read_bytes()[:200_000])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        ropekit.load_model(truncated)
+
+
+def test_not_a_gguf_file_raises(tmp_path: Path) -> None:
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"not a gguf file at all" * 10)
+    with pytest.raises(ValueError, match="GGUF"):
+        ropekit.load_model(fake)
+
+
+def test_quantised_gguf_raises(tmp_path: Path) -> None:
+    path = tmp_path / "quantised.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_embedding_length(32)
+    writer.add_head_count(4)
+    writer.add_feed_forward_length(64)
+    blocks = np.zeros((4, 34), dtype=np.uint8)  # one Q8_0 block (34 bytes, 32 values) per row
+    writer.add_tensor("token_embd.weight", blocks, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match="Q8_0"):
+        ropekit.load_model(path)
+
+
+def test_other_architecture_raises(tmp_path: Path) -> None:
+    path = tmp_path / "gpt2.gguf"
+    writer = gguf.GGUFWriter(str(path), "gpt2")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match="unsupported GGUF architecture 'gpt2'"):
+        ropekit.load_model(path)

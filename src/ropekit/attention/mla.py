@@ -488,9 +488,15 @@ class MultiHeadLatentAttention(nn.Module):
         if cache is None:
             mask, causal = self._mask_without_cache(token_mask, pair_mask, seq_len)
         else:
+            # A prefill into an empty cache with no masks is plainly causal, which lets SDPA
+            # skip the dense [b, 1, s, t] mask.
+            plain_prefill = token_mask is None and pair_mask is None and not bool(cache.lengths.any())
             slots = cache.append(c_kv, k_pe, positions.expand(batch_size, -1), counts)
             c_kv, k_pe = cache.stored()
-            mask, causal = self._mask_with_cache(cache, slots, pair_mask), False
+            if plain_prefill:
+                mask, causal = None, True
+            else:
+                mask, causal = self._mask_with_cache(cache, slots, pair_mask), False
 
         # A query that sees no key (left padding) attends to every key instead, so the
         # softmax stays finite; its output is zeroed below.

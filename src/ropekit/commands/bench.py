@@ -13,6 +13,7 @@ import importlib
 # target name -> (module, one-line help).
 TARGETS: dict[str, tuple[str, str]] = {
     "rope": ("ropekit.bench.rope", "fused RoPE apply on q and k vs transformers, torch.compile and other peers"),
+    "mla": ("ropekit.bench.mla", "MLA decode step, prefill and cache size vs transformers DeepseekV3Attention"),
 }
 
 

@@ -42,11 +42,13 @@ DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float64: 2}
 # POSIX thread costs tens of microseconds, about the time to rotate this many elements.
 ELEMENTS_PER_THREAD = 1 << 16
 
-C_FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-pthread")
+# -ffp-contract=off keeps a * b - c * d as two roundings, as torch's eager reference computes it.
+C_FLAGS = ("-O3", "-std=c11", "-ffp-contract=off", "-shared", "-fPIC", "-pthread")
 
 C_SOURCE = r"""
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* One tensor seen as [batch, seq, heads, head_dim]; strides in elements. */
@@ -76,37 +78,96 @@ static inline float bf16_load(uint16_t value) {
     return result;
 }
 
+/* Round to nearest, ties to even, as c10::BFloat16 does; NaN stays a quiet NaN. Branch-free so that it vectorises. */
 static inline uint16_t bf16_store(float value) {
     uint32_t bits;
     memcpy(&bits, &value, sizeof bits);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u); /* quiet NaN */
-    bits += 0x7fffu + ((bits >> 16) & 1u); /* round to nearest, ties to even */
-    return (uint16_t)(bits >> 16);
+    const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    const uint32_t quiet_nan = (bits >> 16) | 0x40u;
+    return (uint16_t)((bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
 }
 
 #define LOAD_SAME(v) (v)
-#define STORE_FLOAT(v) (v)
+#define STORE_SAME(v) (v)
 #define CHUNK 16
+
+/* On x86-64, build the contiguous loops for AVX2 as well and pick at load time (GCC and Clang). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(ROPEKIT_NO_CLONES)
+#define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
 
 /*
  * Pair i of a head is (x[first(i)], x[first(i) + partner]): first(i) = i and partner = half in
  * the half layout, first(i) = 2i and partner = 1 in the interleaved layout. The rotation by
- * angle a is (x1 cos a - x2 sin a, x2 cos a + x1 sin a); conjugate negates sin (rotation by -a).
- * Pairs are processed in chunks that are loaded in full before any store, so an in-place call
- * (output == input) reads every value before overwriting it and the chunk loops vectorise.
+ * angle a is (x1 cos a - x2 sin a, x2 cos a + x1 sin a); sin_row already carries the sign of
+ * a (negated for the backward). Out-of-place calls write a fresh tensor, hence `restrict`.
+ * In-place calls and strided heads load a chunk of pairs in full before storing any of it,
+ * so every value is read before it is overwritten.
  */
 #define DEFINE_KERNEL(NAME, T, C, LOAD, STORE)                                                   \
-static void NAME(const rope_job *job, int64_t token_begin, int64_t token_end) {                 \
+VECTOR_CLONES static void NAME##_half(const T *restrict in, T *restrict out, const C *restrict c,              \
+                        const C *restrict s, int64_t half) {                                     \
+    for (int64_t j = 0; j < half; ++j) {                                                         \
+        const C x1 = LOAD(in[j]), x2 = LOAD(in[j + half]);                                       \
+        out[j] = STORE(x1 * c[j] - x2 * s[j]);                                                   \
+        out[j + half] = STORE(x2 * c[j] + x1 * s[j]);                                            \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+VECTOR_CLONES static void NAME##_pairs(const T *restrict in, T *restrict out, const C *restrict c,             \
+                         const C *restrict s, int64_t half) {                                    \
+    for (int64_t j = 0; j < half; ++j) {                                                         \
+        const C x1 = LOAD(in[2 * j]), x2 = LOAD(in[2 * j + 1]);                                  \
+        out[2 * j] = STORE(x1 * c[j] - x2 * s[j]);                                               \
+        out[2 * j + 1] = STORE(x2 * c[j] + x1 * s[j]);                                           \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+static void NAME##_chunked(const T *in, T *out, int64_t in_d, int64_t out_d,                     \
+                           const C *restrict c, const C *restrict s, int64_t half, int64_t step, \
+                           int64_t partner) {                                                    \
+    C x1[CHUNK], x2[CHUNK];                                                                      \
+    for (int64_t start = 0; start < half; start += CHUNK) {                                      \
+        const int64_t count = half - start < CHUNK ? half - start : CHUNK;                       \
+        for (int64_t j = 0; j < count; ++j) {                                                    \
+            const int64_t channel = (start + j) * step;                                          \
+            x1[j] = LOAD(in[channel * in_d]);                                                    \
+            x2[j] = LOAD(in[(channel + partner) * in_d]);                                        \
+        }                                                                                        \
+        for (int64_t j = 0; j < count; ++j) {                                                    \
+            const int64_t channel = (start + j) * step, i = start + j;                           \
+            out[channel * out_d] = STORE(x1[j] * c[i] - x2[j] * s[i]);                           \
+            out[(channel + partner) * out_d] = STORE(x2[j] * c[i] + x1[j] * s[i]);               \
+        }                                                                                        \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+static void NAME##_head(const T *in, T *out, int64_t in_d, int64_t out_d, const C *cos_row,      \
+                        const C *sin_row, int64_t half, int64_t step, int64_t partner) {         \
+    if (in != out && in_d == 1 && out_d == 1) {                                                  \
+        if (step == 1) NAME##_half(in, out, cos_row, sin_row, half);                             \
+        else NAME##_pairs(in, out, cos_row, sin_row, half);                                      \
+    } else {                                                                                     \
+        NAME##_chunked(in, out, in_d, out_d, cos_row, sin_row, half, step, partner);             \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+/* cos_row and sin_row are scratch buffers of job->half values. */                               \
+static void NAME(const rope_job *job, int64_t token_begin, int64_t token_end, C *cos_row,        \
+                 C *sin_row) {                                                                   \
     const C *cos_table = (const C *)job->cos, *sin_table = (const C *)job->sin;                  \
     const int64_t half = job->half, step = job->interleaved ? 2 : 1;                             \
     const int64_t partner = job->interleaved ? 1 : half;                                         \
     const C sign = job->conjugate ? (C)-1 : (C)1;                                                \
-    C cos_row[CHUNK], sin_row[CHUNK], x1[CHUNK], x2[CHUNK];                                      \
     for (int64_t token = token_begin; token < token_end; ++token) {                             \
         const int64_t b = token / job->seq, s = token % job->seq;                               \
         const int64_t row = job->rows[b * job->rows_stride[0] + s * job->rows_stride[1]];        \
-        const C *cos_values = cos_table + row * job->table_stride[0];                            \
-        const C *sin_values = sin_table + row * job->table_stride[0];                            \
+        for (int64_t i = 0; i < half; ++i) {                                                     \
+            cos_row[i] = cos_table[row * job->table_stride[0] + i * job->table_stride[1]];       \
+            sin_row[i] = sign * sin_table[row * job->table_stride[0] + i * job->table_stride[1]]; \
+        }                                                                                        \
         for (int64_t t = 0; t < job->tensor_count; ++t) {                                       \
             const rope_tensor *x = &job->tensors[t];                                             \
             const int64_t in_d = x->input_stride[3], out_d = x->output_stride[3];                \
@@ -115,23 +176,7 @@ static void NAME(const rope_job *job, int64_t token_begin, int64_t token_end) { 
                               + s * x->input_stride[1] + h * x->input_stride[2];                 \
                 T *out = (T *)x->output + b * x->output_stride[0] + s * x->output_stride[1]      \
                          + h * x->output_stride[2];                                              \
-                for (int64_t start = 0; start < half; start += CHUNK) {                          \
-                    const int64_t count = half - start < CHUNK ? half - start : CHUNK;           \
-                    for (int64_t j = 0; j < count; ++j) {                                        \
-                        const int64_t i = start + j;                                             \
-                        cos_row[j] = cos_values[i * job->table_stride[1]];                       \
-                        sin_row[j] = sign * sin_values[i * job->table_stride[1]];                \
-                        x1[j] = LOAD(in[(i * step) * in_d]);                                     \
-                        x2[j] = LOAD(in[(i * step + partner) * in_d]);                           \
-                    }                                                                            \
-                    for (int64_t j = 0; j < count; ++j) {                                        \
-                        const int64_t i = start + j;                                             \
-                        const C first = x1[j] * cos_row[j] - x2[j] * sin_row[j];                 \
-                        const C second = x2[j] * cos_row[j] + x1[j] * sin_row[j];                \
-                        out[(i * step) * out_d] = STORE(first);                                  \
-                        out[(i * step + partner) * out_d] = STORE(second);                       \
-                    }                                                                            \
-                }                                                                                \
+                NAME##_head(in, out, in_d, out_d, cos_row, sin_row, half, step, partner);        \
                 if (job->copy_tail) {                                                            \
                     for (int64_t j = 2 * half; j < x->head_dim; ++j) out[j * out_d] = in[j * in_d]; \
                 }                                                                                \
@@ -140,39 +185,52 @@ static void NAME(const rope_job *job, int64_t token_begin, int64_t token_end) { 
     }                                                                                            \
 }
 
-DEFINE_KERNEL(rotate_float32, float, float, LOAD_SAME, STORE_FLOAT)
+DEFINE_KERNEL(rotate_float32, float, float, LOAD_SAME, STORE_SAME)
 DEFINE_KERNEL(rotate_bfloat16, uint16_t, float, bf16_load, bf16_store)
-DEFINE_KERNEL(rotate_float64, double, double, LOAD_SAME, STORE_FLOAT)
+DEFINE_KERNEL(rotate_float64, double, double, LOAD_SAME, STORE_SAME)
 
-static void rotate_tokens(const rope_job *job, int64_t token_begin, int64_t token_end) {
-    if (job->dtype == 0) rotate_float32(job, token_begin, token_end);
-    else if (job->dtype == 1) rotate_bfloat16(job, token_begin, token_end);
-    else rotate_float64(job, token_begin, token_end);
+/* Returns 0, or 2 when the scratch rows cannot be allocated. */
+static int rotate_tokens(const rope_job *job, int64_t token_begin, int64_t token_end) {
+    const size_t width = job->dtype == 2 ? sizeof(double) : sizeof(float);
+    void *scratch = malloc(2 * (size_t)(job->half > 0 ? job->half : 1) * width);
+    if (scratch == NULL) return 2;
+    if (job->dtype == 0) {
+        rotate_float32(job, token_begin, token_end, (float *)scratch, (float *)scratch + job->half);
+    } else if (job->dtype == 1) {
+        rotate_bfloat16(job, token_begin, token_end, (float *)scratch, (float *)scratch + job->half);
+    } else {
+        rotate_float64(job, token_begin, token_end, (double *)scratch, (double *)scratch + job->half);
+    }
+    free(scratch);
+    return 0;
 }
 
 typedef struct {
     const rope_job *job;
     int64_t token_begin, token_end;
+    int status;
 } rope_slice;
 
 static void *rotate_slice(void *argument) {
-    const rope_slice *slice = (const rope_slice *)argument;
-    rotate_tokens(slice->job, slice->token_begin, slice->token_end);
+    rope_slice *slice = (rope_slice *)argument;
+    slice->status = rotate_tokens(slice->job, slice->token_begin, slice->token_end);
     return NULL;
 }
 
 #define MAX_THREADS 256
 
-/* Returns 0 on success, 1 for an unknown dtype. Threads that fail to start run inline. */
+/*
+ * Rotate every token of job on up to `threads` threads (the calling thread included).
+ * Returns 0 on success, 1 for an unknown dtype, 2 when scratch memory cannot be allocated.
+ * A thread that fails to start has its share run on the calling thread.
+ */
 int ropekit_rotate(const rope_job *job, int64_t threads) {
     if (job->dtype < 0 || job->dtype > 2) return 1;
     const int64_t tokens = job->batch * job->seq;
     if (threads > tokens) threads = tokens;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (threads <= 1) {
-        rotate_tokens(job, 0, tokens);
-        return 0;
-    }
+    if (threads <= 1) return rotate_tokens(job, 0, tokens);
+
     pthread_t handles[MAX_THREADS];
     rope_slice slices[MAX_THREADS];
     int started[MAX_THREADS];
@@ -180,16 +238,19 @@ int ropekit_rotate(const rope_job *job, int64_t threads) {
         slices[i].job = job;
         slices[i].token_begin = tokens * i / threads;
         slices[i].token_end = tokens * (i + 1) / threads;
+        slices[i].status = 0;
     }
     for (int64_t i = 1; i < threads; ++i) {
         started[i] = pthread_create(&handles[i], NULL, rotate_slice, &slices[i]) == 0;
         if (!started[i]) rotate_slice(&slices[i]);
     }
     rotate_slice(&slices[0]);
+    int status = slices[0].status;
     for (int64_t i = 1; i < threads; ++i) {
         if (started[i]) pthread_join(handles[i], NULL);
+        if (slices[i].status != 0) status = slices[i].status;
     }
-    return 0;
+    return status;
 }
 """
 
@@ -359,5 +420,7 @@ def rotate(
     elements = q.numel() + k.numel()
     threads = max(1, min(torch.get_num_threads(), elements // ELEMENTS_PER_THREAD))
     status = library.ropekit_rotate(ctypes.byref(job), threads)
+    if status == 2:
+        raise MemoryError("the CPU RoPE kernel could not allocate its scratch rows")
     if status != 0:
         raise RuntimeError(f"the CPU RoPE kernel rejected the call with status {status} (dtype {q.dtype})")

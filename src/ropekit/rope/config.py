@@ -76,6 +76,8 @@ class RopeConfig:
             isinstance(self.xpos_scale_base, (int, float)) and self.xpos_scale_base > 0
         ):
             raise ValueError(f"xpos_scale_base must be a positive number or None, got {self.xpos_scale_base!r}")
+        if self.xpos_scale_base is not None and self.n_axes > 1:
+            raise ValueError("xpos_scale_base supports one position axis; unset mrope_section and axial_dims")
         _normalize_scaling(self)
 
     @property

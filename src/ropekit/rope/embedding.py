@@ -1,43 +1,200 @@
-"""The RotaryEmbedding module."""
+"""The RotaryEmbedding module: positions -> cos/sin tables -> rotated q and k.
+
+Shapes: b batch, s positions per sequence, t packed tokens, h heads, d head_dim,
+r rotary_dim, a position axes (1 unless mrope_section or axial_dims is set).
+
+Precision: angles position * inv_freq are formed in float64 and cast once, to float32
+tables (float64 for float64 q and k), so that positions past 2**24 keep their exact value
+and bfloat16 inputs still rotate by float32 angles.
+
+Cache: cos and sin per (device, dtype, frequency set) are kept in a plain dict, not in
+registered buffers, so ``module.to(torch.bfloat16)``, ``half()``, autocast, device moves
+and meta construction followed by ``to_empty()`` cannot change or invalidate them. The
+tables grow to the next power of two above the largest position seen (up to
+``max_cached_positions``; beyond that cos and sin are computed directly) and are indexed
+by position, so calls with different offsets never share a slice by accident.
+"""
 
 from __future__ import annotations
+
+import logging
 
 import torch
 from torch import nn
 
 from ropekit.kernels import rotate_qk
-
+from ropekit.rope.apply import expand_to_layout
 from ropekit.rope.config import RopeConfig
 from ropekit.rope.frequencies import rope_frequencies
+from ropekit.rope.scaling import get_scaling_type
+
+logger = logging.getLogger("ropekit.rope.embedding")
+
+# xPos (Sun et al. 2022, eq. 11): zeta_i = (2i / r + gamma) / (1 + gamma) with gamma = 0.4.
+XPOS_GAMMA = 0.4
+
+_MIN_CACHED_POSITIONS = 256
 
 
 class RotaryEmbedding(nn.Module):
     """Rotate queries and keys by their positions.
 
-    Tensors are [batch, seq, heads, head_dim] by default and [batch, heads, seq, head_dim]
-    with ``seq_dim=2``. q and k may have different head counts (GQA, MQA).
+    Args:
+        config: the RoPE of one attention head.
+        backend: the kernel that rotates q and k, passed to ``ropekit.kernels.rotate_qk``;
+            "auto" picks the fastest for the device and dtype, "reference" forces the
+            pure-PyTorch ``apply_rotary``.
+
+    Tensors are [batch, seq, heads, head_dim] by default, [batch, heads, seq, head_dim]
+    with ``seq_dim=2`` and packed [total_tokens, heads, head_dim] with ``cu_seqlens``.
+    q and k may have different head counts (GQA, MQA).
     """
 
-    def __init__(self, config: RopeConfig) -> None:
-        super().__init__()
-        self.config = config
+    # Largest table kept per (device, dtype, frequency set); positions beyond it are
+    # computed directly. 2**17 rows of r = 128 float32 cos and sin take 64 MiB.
+    max_cached_positions: int = 1 << 17
 
-    def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    def __init__(self, config: RopeConfig, *, backend: str = "auto") -> None:
+        super().__init__()
+        if not isinstance(config, RopeConfig):
+            raise TypeError(f"config must be a RopeConfig, got {type(config).__name__}")
+        if not isinstance(backend, str):
+            raise TypeError(f"backend must be a string such as 'auto' or 'reference', got {backend!r}")
+        self.config = config
+        self.backend = backend
+        self._length_dependent = config.axial_dims is None and get_scaling_type(config.rope_type).depends_on_length
+        # (device, dtype, frequency set) -> (cos, sin) pair tables [n, r/2]; not buffers.
+        self._tables: dict[tuple[torch.device, torch.dtype, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def extra_repr(self) -> str:
+        return f"config={self.config}, backend={self.backend!r}"
+
+    # Tables -----------------------------------------------------------------------------
+
+    def cos_sin(
+        self, positions: torch.Tensor, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return cos and sin of shape positions.shape + (rotary_dim,) in the config's layout.
 
+        With mrope_section or axial_dims, positions are [n_axes, ...] and the tables
+        positions.shape[1:] + (rotary_dim,). The attention scale is applied; xPos is not.
         Angles (position x inv_freq) are formed in float64 and cast to ``dtype`` at the end.
         """
-        if positions.dtype.is_floating_point or positions.dtype == torch.bool:
-            raise TypeError(f"positions must be an integer tensor, got dtype {positions.dtype}")
-        inv_freq, attention_scale = rope_frequencies(self.config)
-        angles = positions.to(torch.float64).unsqueeze(-1) * inv_freq.to(positions.device)
-        if self.config.interleaved:
-            angles = angles.repeat_interleave(2, dim=-1)
-        else:
-            angles = torch.cat((angles, angles), dim=-1)
+        _check_integer("positions", positions)
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        if self.config.n_axes > 1 and (positions.dim() < 1 or positions.shape[0] != self.config.n_axes):
+            raise ValueError(
+                f"positions must have shape [n_axes={self.config.n_axes}, ...] for this multi-axis config, "
+                f"got {tuple(positions.shape)}"
+            )
+        cos_pairs, sin_pairs = self._pair_tables(positions, dtype)
+        return (
+            expand_to_layout(cos_pairs, self.config.interleaved),
+            expand_to_layout(sin_pairs, self.config.interleaved),
+        )
+
+    def _pair_tables(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return cos and sin per channel pair, [..., r/2], for positions [(a,) ...]."""
+        frequency_set, seq_len = self._frequency_set(positions)
+        if frequency_set is None or torch.compiler.is_compiling():
+            return self._direct_pairs(positions, dtype, seq_len)
+
+        if self.config.n_axes == 1:
+            return self._lookup(positions, dtype, frequency_set, slice(None))
+        cos_blocks, sin_blocks = [], []
+        for axis, block in enumerate(self._axis_blocks()):
+            cos_block, sin_block = self._lookup(positions[axis], dtype, frequency_set, block)
+            cos_blocks.append(cos_block)
+            sin_blocks.append(sin_block)
+        return torch.cat(cos_blocks, dim=-1), torch.cat(sin_blocks, dim=-1)
+
+    def _frequency_set(self, positions: torch.Tensor) -> tuple[str | None, torch.Tensor]:
+        """Name the cached frequency set for these positions (None: compute directly).
+
+        Also returns the current length (largest position + 1, at least 1) as a 0-d tensor.
+        """
+        if not self._length_dependent:
+            return "base", positions.new_ones((), dtype=torch.int64)  # the value is not read
+        seq_len = (positions.max() + 1).clamp(min=1) if positions.numel() else positions.new_ones(())
+        if torch.compiler.is_compiling():
+            return None, seq_len
+        length = int(seq_len)
+        if self.config.rope_type == "longrope":
+            original = self.config.scaling["original_max_position_embeddings"]
+            return ("long" if length > original else "short"), seq_len
+        if self.config.rope_type == "dynamic":
+            return ("base" if length <= self.config.max_position_embeddings else None), seq_len
+        return None, seq_len  # a registered length-dependent type: no cache
+
+    def _representative_length(self, frequency_set: str) -> int:
+        if frequency_set == "long":
+            return self.config.scaling["original_max_position_embeddings"] + 1
+        return 1
+
+    def _lookup(
+        self, positions: torch.Tensor, dtype: torch.dtype, frequency_set: str, block: slice
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        largest = int(positions.abs().max()) if positions.numel() else 0
+        if largest >= self.max_cached_positions:
+            length = torch.tensor(self._representative_length(frequency_set), device=positions.device)
+            cos, sin = self._direct_pairs(positions, dtype, length, axes=False)
+            return cos[..., block], sin[..., block]
+        cos_table, sin_table = self._table(positions.device, dtype, frequency_set, largest + 1)
+        index = positions.abs().long()
+        cos = cos_table[:, block][index]
+        sin = sin_table[:, block][index]
+        # cos(-a) = cos(a) and sin(-a) = -sin(a) hold exactly in floating point.
+        sin = torch.where((positions < 0).unsqueeze(-1), -sin, sin)
+        return cos, sin
+
+    def _table(
+        self, device: torch.device, dtype: torch.dtype, frequency_set: str, needed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (device, dtype, frequency_set)
+        cached = self._tables.get(key)
+        if cached is not None and cached[0].shape[0] >= needed:
+            return cached
+
+        size = max(_MIN_CACHED_POSITIONS, 1 << (needed - 1).bit_length())
+        size = min(size, self.max_cached_positions)
+        length = torch.tensor(self._representative_length(frequency_set), device=device)
+        positions = torch.arange(size, device=device)
+        table = self._direct_pairs(positions, dtype, length, axes=False)
+        # Keep tables of one device only: after a move the old ones are dead weight.
+        for stale in [k for k in self._tables if k[0] != device]:
+            del self._tables[stale]
+        self._tables[key] = table
+        logger.debug("built RoPE cos/sin tables of %d positions for %s, %s, set %r", size, device, dtype, frequency_set)
+        return table
+
+    def _direct_pairs(
+        self, positions: torch.Tensor, dtype: torch.dtype, seq_len: torch.Tensor, axes: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Compute cos and sin per pair from float64 angles; no cache.
+
+        With ``axes`` and a multi-axis config, positions are [a, ...] and each block of
+        pairs takes its angle from its own axis.
+        """
+        inv_freq, attention_scale = rope_frequencies(self.config, seq_len.reshape(()).to(positions.device))
+        angles = positions.to(torch.float64).unsqueeze(-1) * inv_freq  # [(a,) ..., r/2]
+        if axes and self.config.n_axes > 1:
+            blocks = [angles[axis][..., block] for axis, block in enumerate(self._axis_blocks())]
+            angles = torch.cat(blocks, dim=-1)
         cos = (angles.cos() * attention_scale).to(dtype)
         sin = (angles.sin() * attention_scale).to(dtype)
         return cos, sin
+
+    def _axis_blocks(self) -> list[slice]:
+        """Return the slice of pair indices that each position axis drives."""
+        if self.config.mrope_section is not None:
+            sizes = self.config.mrope_section
+        else:
+            sizes = tuple(dim // 2 for dim in self.config.axial_dims)
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [slice(start, start + size) for start, size in zip(starts, sizes)]
+
+    # Forward ----------------------------------------------------------------------------
 
     def forward(
         self,
@@ -49,11 +206,177 @@ class RotaryEmbedding(nn.Module):
         cu_seqlens: torch.Tensor | None = None,
         seq_dim: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (q, k) rotated by their positions; the inputs are not modified.
+
+        Args:
+            q, k: [b, s, h, d] (``seq_dim=1``), [b, h, s, d] (``seq_dim=2``) or, with
+                cu_seqlens, packed [t, h, d]. Head counts may differ.
+            positions: integer [s] or [b, s] (per-row positions for left-padded batches),
+                with a leading axis [a, ...] for multi-axis configs. Defaults to
+                0 .. s - 1. Not allowed with cu_seqlens.
+            offset: an int, or an integer [b] tensor (one offset per row; with
+                cu_seqlens one per packed sequence), added to the positions.
+            cu_seqlens: [n + 1] cumulative sequence lengths of n packed sequences,
+                starting at 0 and ending at t; positions restart at 0 in each sequence.
+            seq_dim: 1 or 2 for padded tensors; with cu_seqlens the tokens are on
+                dimension 0 and seq_dim must be 0 or left at its default.
+        """
+        self._check_qk(q, k, cu_seqlens, seq_dim)
         if cu_seqlens is not None:
-            raise NotImplementedError("packed sequences (cu_seqlens) are not implemented yet")
-        seq_len = q.shape[seq_dim]
+            if positions is not None:
+                raise ValueError("pass either positions or cu_seqlens, not both; cu_seqlens restarts positions at 0")
+            if self.config.n_axes > 1:
+                raise ValueError("cu_seqlens packing supports one position axis; pass positions [n_axes, ...] instead")
+            positions = self._packed_positions(cu_seqlens, q.shape[0], offset)
+            kernel_seq_dim = 0
+        else:
+            positions = self._padded_positions(q, positions, offset, seq_dim)
+            kernel_seq_dim = seq_dim
+
+        table_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        cos, sin = self.cos_sin(positions, table_dtype)  # [s, r], [b, s, r] or [t, r]
+        backend = self.backend
+        if backend == "auto" and torch.compiler.is_compiling():
+            # NOTE: the fused CPU kernel is called through ctypes, which torch.compile
+            # cannot trace; inside a compiled graph "auto" uses the traceable reference.
+            backend = "reference"
+        q_out, k_out = rotate_qk(q, k, cos, sin, interleaved=self.config.interleaved, seq_dim=kernel_seq_dim, backend=backend)
+        if self.config.xpos_scale_base is not None:
+            q_out, k_out = self._apply_xpos(q_out, k_out, positions, kernel_seq_dim)
+        return q_out, k_out
+
+    def _check_qk(self, q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor | None, seq_dim: int) -> None:
+        head_dim = self.config.head_dim
+        for name, tensor in (("q", q), ("k", k)):
+            if not isinstance(tensor, torch.Tensor) or not tensor.dtype.is_floating_point:
+                raise TypeError(f"{name} must be a floating-point tensor, got {getattr(tensor, 'dtype', type(tensor))}")
+            if tensor.shape[-1] != head_dim:
+                raise ValueError(
+                    f"{name} must have head_dim = {head_dim} channels in its last dimension, got shape {tuple(tensor.shape)}"
+                )
+        if cu_seqlens is not None:
+            if seq_dim not in (0, 1):
+                raise ValueError(f"with cu_seqlens the tokens are on dimension 0; seq_dim must be 0 (or default), got {seq_dim}")
+            for name, tensor in (("q", q), ("k", k)):
+                if tensor.dim() != 3:
+                    raise ValueError(f"with cu_seqlens {name} must be [total_tokens, heads, head_dim], got {tuple(tensor.shape)}")
+            if q.shape[0] != k.shape[0]:
+                raise ValueError(f"q and k must have the same number of tokens, got {q.shape[0]} and {k.shape[0]}")
+            return
+        if seq_dim not in (1, 2):
+            raise ValueError(f"seq_dim must be 1 ([b, s, h, d]) or 2 ([b, h, s, d]), got {seq_dim}")
+        for name, tensor in (("q", q), ("k", k)):
+            if tensor.dim() != 4:
+                raise ValueError(f"{name} must be 4-D [batch, seq, heads, head_dim] or [batch, heads, seq, head_dim], got {tuple(tensor.shape)}")
+        if q.shape[0] != k.shape[0] or q.shape[seq_dim] != k.shape[seq_dim]:
+            raise ValueError(
+                f"q and k must share batch and sequence sizes, got q {tuple(q.shape)} and k {tuple(k.shape)} with seq_dim={seq_dim}"
+            )
+
+    def _padded_positions(
+        self, q: torch.Tensor, positions: torch.Tensor | None, offset: int | torch.Tensor, seq_dim: int
+    ) -> torch.Tensor:
+        batch, seq = q.shape[0], q.shape[seq_dim]
+        axes = self.config.n_axes
         if positions is None:
-            positions = torch.arange(seq_len, device=q.device)
-        positions = positions + (offset if isinstance(offset, int) else offset.view(-1, 1))
-        cos, sin = self.cos_sin(positions)  # [seq, rotary_dim] or [batch, seq, rotary_dim]
-        return rotate_qk(q, k, cos, sin, interleaved=self.config.interleaved, seq_dim=seq_dim)
+            if axes > 1:
+                raise ValueError(f"this config has {axes} position axes; pass positions of shape [{axes}, seq] or [{axes}, batch, seq]")
+            positions = torch.arange(seq, device=q.device)
+        else:
+            _check_integer("positions", positions)
+            per_axis = positions.shape[1:] if axes > 1 else positions.shape
+            leading_ok = axes == 1 or (positions.dim() >= 1 and positions.shape[0] == axes)
+            shape_ok = leading_ok and (
+                tuple(per_axis) == (seq,) or (len(per_axis) == 2 and per_axis[0] in (1, batch) and per_axis[1] == seq)
+            )
+            if not shape_ok:
+                expected = f"[{seq}] or [{batch}, {seq}]" if axes == 1 else f"[{axes}, {seq}] or [{axes}, {batch}, {seq}]"
+                raise ValueError(f"positions must have shape {expected} to match q {tuple(q.shape)}, got {tuple(positions.shape)}")
+            positions = positions.to(q.device)
+            if len(per_axis) == 2 and per_axis[0] == 1:
+                positions = positions.squeeze(-2)  # [1, s] -> [s]
+
+        offset_tensor = _offset_tensor(offset, batch, "batch", q.device)
+        if offset_tensor is None:
+            return positions
+        if offset_tensor.dim() == 0:
+            return positions + offset_tensor
+        return positions + offset_tensor.unsqueeze(-1)  # [b, 1] broadcasts to [(a,) b, s]
+
+    def _packed_positions(self, cu_seqlens: torch.Tensor, total: int, offset: int | torch.Tensor) -> torch.Tensor:
+        _check_cu_seqlens(cu_seqlens, total)
+        cu_seqlens = cu_seqlens.to(torch.int64)
+        tokens = torch.arange(total, device=cu_seqlens.device)
+        # Sequence of each token: the number of sequence ends at or before it.
+        sequence = torch.searchsorted(cu_seqlens[1:], tokens, right=True)  # [t]
+        positions = tokens - cu_seqlens[sequence]
+        offset_tensor = _offset_tensor(offset, cu_seqlens.shape[0] - 1, "packed sequences", cu_seqlens.device)
+        if offset_tensor is None:
+            return positions
+        if offset_tensor.dim() == 0:
+            return positions + offset_tensor
+        return positions + offset_tensor[sequence]
+
+    def _apply_xpos(
+        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, seq_dim: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # xPos scales pair i of a query at position n by zeta_i ** (n / scale_base) and of a
+        # key by zeta_i ** (-n / scale_base), so the score decays as zeta ** ((m - n) / scale_base).
+        # Scaling a pair commutes with rotating it, so it is applied after the rotation.
+        # NOTE: with bfloat16 or float16 q and k this rounds a second time; and zeta ** n
+        # underflows float32 once |n| / scale_base exceeds about 70 (36k positions at 512).
+        rotary_dim = self.config.rotary_dim
+        pairs = torch.arange(0, rotary_dim, 2, dtype=torch.float64, device=positions.device) / rotary_dim
+        zeta = (pairs + XPOS_GAMMA) / (1 + XPOS_GAMMA)
+        power = positions.to(torch.float64).unsqueeze(-1) / self.config.xpos_scale_base
+        compute_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        q_scale = expand_to_layout(zeta**power, self.config.interleaved).to(compute_dtype)
+        k_scale = expand_to_layout(zeta ** (-power), self.config.interleaved).to(compute_dtype)
+        q_scale, k_scale = _heads_axis(q_scale, seq_dim), _heads_axis(k_scale, seq_dim)
+        return _scale_rotary(q, q_scale, rotary_dim), _scale_rotary(k, k_scale, rotary_dim)
+
+
+def _heads_axis(table: torch.Tensor, seq_dim: int) -> torch.Tensor:
+    """Insert the heads axis so a [.., s, r] table broadcasts over heads."""
+    return table.unsqueeze(-3) if seq_dim == 2 else table.unsqueeze(-2)
+
+
+def _scale_rotary(x: torch.Tensor, scale: torch.Tensor, rotary_dim: int) -> torch.Tensor:
+    scaled = (x[..., :rotary_dim].to(scale.dtype) * scale).to(x.dtype)
+    return torch.cat((scaled, x[..., rotary_dim:]), dim=-1)
+
+
+def _check_integer(name: str, tensor: torch.Tensor) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be an integer torch.Tensor, got {type(tensor).__name__}")
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor (int32 or int64), got dtype {tensor.dtype}")
+
+
+def _offset_tensor(offset: int | torch.Tensor, rows: int, rows_name: str, device: torch.device) -> torch.Tensor | None:
+    """Return offset as a 0-d or [rows] tensor on device, or None for a zero int."""
+    if isinstance(offset, torch.Tensor):
+        _check_integer("offset", offset)
+        if offset.dim() == 0:
+            return offset.to(device)
+        if offset.dim() != 1 or offset.shape[0] != rows:
+            raise ValueError(f"offset must be an int or a [{rows}] tensor (one per {rows_name}), got shape {tuple(offset.shape)}")
+        return offset.to(device)
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"offset must be an int or an integer tensor, got {offset!r}")
+    return None if offset == 0 else torch.tensor(offset, device=device)
+
+
+def _check_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> None:
+    _check_integer("cu_seqlens", cu_seqlens)
+    if cu_seqlens.dim() != 1 or cu_seqlens.shape[0] < 2:
+        raise ValueError(f"cu_seqlens must be 1-D [n_sequences + 1], got shape {tuple(cu_seqlens.shape)}")
+    if torch.compiler.is_compiling():
+        return  # value checks would read the tensor and break the graph
+    values = cu_seqlens.tolist()
+    if values[0] != 0:
+        raise ValueError(f"cu_seqlens must start at 0, got {values}")
+    if any(b < a for a, b in zip(values, values[1:])):
+        raise ValueError(f"cu_seqlens must be non-decreasing (cumulative lengths), got {values}")
+    if values[-1] != total:
+        raise ValueError(f"cu_seqlens must end at the token count {total}, got {values}")

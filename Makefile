@@ -29,7 +29,7 @@ install: $(VENV)/.torch
 	$(BIN)/python -m pip install --quiet -e .
 
 install-test: $(VENV)/.torch
-	$(BIN)/python -m pip install --quiet -e ".[test,triton]"
+	$(BIN)/python -m pip install --quiet -e ".[test,triton,docs]"
 
 # The main job: compare positional encodings on the built-in corpus.
 study: install

@@ -39,5 +39,10 @@ study: install
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
+# The documentation site, built offline into site/ from docs/ and the docstrings.
+docs: $(VENV)/.torch
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	$(BIN)/python -m mkdocs build --strict
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,151 @@
+"""``ropekit generate MODEL``: continue a prompt with a local checkpoint, streaming to stdout.
+
+Stdout carries only the decoded text (prompt plus continuation, special tokens omitted).
+Timing, cache size and warnings go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="a local checkpoint: a Hugging Face or ropekit directory, or a .gguf file")
+    parser.add_argument("--prompt", default="", help="text to continue (default: empty, start from the BOS token)")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate at most (default 128)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 is greedy (default 0)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1]; 1 disables it (default 1)")
+    parser.add_argument("--top-k", type=int, default=0, help="sample among the K most likely tokens; 0 disables it (default 0)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the sampler, for repeatable sampled runs")
+    parser.add_argument(
+        "--rope-scaling",
+        type=_parse_scaling,
+        default=None,
+        metavar="JSON",
+        help='replace the checkpoint\'s RoPE scaling, e.g. \'{"rope_type": "yarn", "factor": 4}\'',
+    )
+    parser.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu or cuda (default cpu)")
+
+
+def _parse_scaling(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"--rope-scaling is not valid JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict) or "rope_type" not in value:
+        raise argparse.ArgumentTypeError(f'--rope-scaling must be a JSON object with a "rope_type" key, got {text!r}')
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from ropekit.models import ByteTokenizer, load_model, load_tokenizer
+    from ropekit.models.generation import check_sampling, generate
+
+    if args.max_new_tokens < 0:
+        print(f"error: --max-new-tokens must be >= 0, got {args.max_new_tokens}", file=sys.stderr)
+        return 2
+    try:
+        check_sampling(args.temperature, args.top_k, args.top_p)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    try:
+        model = load_model(args.model, rope_scaling=args.rope_scaling, device=args.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    try:
+        tokenizer = load_tokenizer(args.model)
+    except FileNotFoundError as error:
+        if model.config.vocab_size != 256:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print("warning: no tokenizer file; the vocabulary has 256 tokens, so bytes are assumed", file=sys.stderr)
+        tokenizer = ByteTokenizer()
+
+    prompt_ids = tokenizer.encode(args.prompt, add_bos=True)
+    if not prompt_ids:
+        print("error: the prompt is empty and the tokenizer has no BOS token to start from; pass --prompt", file=sys.stderr)
+        return 2
+    _warn_about_context(model, len(prompt_ids), args.max_new_tokens, args.rope_scaling is not None)
+
+    cache = model.make_cache(1, len(prompt_ids) + max(args.max_new_tokens, 1))
+    tokens = generate(
+        model,
+        prompt_ids,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k or None,
+        top_p=args.top_p,
+        seed=args.seed,
+        eos_id=tokenizer.eos_id,
+        cache=cache,
+    )
+    start = time.perf_counter()
+    generated = _stream(tokenizer, prompt_ids, tokens)
+    seconds = time.perf_counter() - start
+
+    rate = len(generated) / seconds if seconds > 0 else float("inf")
+    used = cache.length * cache.bytes_per_token()
+    print(
+        f"{len(prompt_ids)} prompt tokens, {len(generated)} new tokens in {seconds:.2f} s ({rate:.1f} tokens/s, "
+        f"prefill included); KV cache: {used:,} bytes used for {cache.length} tokens "
+        f"({cache.bytes_per_token():,} bytes per token), {cache.nbytes():,} bytes allocated",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _stream(tokenizer: Any, prompt_ids: list[int], tokens: Any) -> list[int]:
+    """Write the decoded text to stdout as it grows; return the generated ids.
+
+    The whole sequence is decoded after every token and only the new suffix is written, so
+    multi-byte characters split across byte tokens come out whole: text ending in U+FFFD
+    (an incomplete UTF-8 sequence so far) is held back until the next token completes it.
+    """
+    written = tokenizer.decode(prompt_ids)
+    sys.stdout.write(written)
+    sys.stdout.flush()
+    generated: list[int] = []
+    for token in tokens:
+        generated.append(token)
+        text = tokenizer.decode(prompt_ids + generated)
+        if text.endswith("\ufffd") or not text.startswith(written):
+            continue
+        sys.stdout.write(text[len(written) :])
+        sys.stdout.flush()
+        written = text
+
+    final = tokenizer.decode(prompt_ids + generated)
+    if final.startswith(written):
+        sys.stdout.write(final[len(written) :])
+        written = final
+    sys.stdout.flush()
+    if not written.endswith("\n"):
+        # Stdout stays exactly the decoded text; the line break that keeps the summary off
+        # the text's last line on a terminal goes to stderr.
+        sys.stderr.write("\n")
+    return generated
+
+
+def _warn_about_context(model: Any, prompt_len: int, max_new_tokens: int, scaled: bool) -> None:
+    context = model.config.max_position_embeddings
+    if scaled or (model.config.rope is not None and model.config.rope.scaling is not None):
+        return
+    if prompt_len > context:
+        print(
+            f"warning: the prompt has {prompt_len} tokens but the model's context is {context}; quality will drop "
+            "past it. Pass --rope-scaling (e.g. '{\"rope_type\": \"yarn\", \"factor\": 4}') to extend it.",
+            file=sys.stderr,
+        )
+    elif prompt_len + max_new_tokens > context:
+        print(
+            f"warning: prompt ({prompt_len}) plus --max-new-tokens ({max_new_tokens}) exceeds the model's context of "
+            f"{context} tokens",
+            file=sys.stderr,
+        )

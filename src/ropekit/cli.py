@@ -21,6 +21,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("bench", "ropekit.commands.bench", "time ropekit against its peers: bench rope, ..."),
     ("study", "ropekit.commands.study", "train one model per positional encoding on real text; evaluate at 1-8x its length"),
     ("inspect", "ropekit.commands.inspect", "explain a model's RoPE and KV cache from a config.json, GGUF file or preset"),
+    ("demo", "ropekit.commands.demo", "tour the encodings from integer to RoPE and latent attention; write figures"),
+    ("plot", "ropekit.commands.plot", "draw a study's extrapolation curves from its results.json"),
     ("generate", "ropekit.commands.generate", "continue a prompt with a local checkpoint (HF, GGUF or ropekit), streaming"),
 ]
 

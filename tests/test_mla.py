@@ -123,6 +123,19 @@ def test_paths_agree_float32_many_keys(interleaved):
     assert relative_error(absorbed, naive) < 1e-5
 
 
+@pytest.mark.parametrize("mode", ["naive", "absorbed"])
+def test_bfloat16_close_to_reference(mode):
+    # bfloat16 keeps about 3 significant digits; the float32 softmax keeps the error at that level.
+    config = small_config(q_lora_rank=8)
+    module = build(config, torch.bfloat16)
+    x = torch.randn(2, 64, config.hidden_size).to(torch.bfloat16)
+
+    actual = module(x, mode=mode)
+
+    assert actual.dtype == torch.bfloat16
+    assert relative_error(actual, reference_mla(module, x, torch.arange(64).expand(2, -1))) < 2e-2
+
+
 def test_uniform_shift_keeps_output():
     # RoPE scores depend only on position differences, so shifting every position by 100
     # keeps the output, while stretching the gaps changes it.
@@ -515,3 +528,18 @@ def test_forward_rejects_bad_input():
         module(torch.randn(1, 3, 24), torch.arange(4))
     with pytest.raises(TypeError, match="attention_mask must be a bool tensor"):
         module(torch.randn(1, 3, 24), attention_mask=torch.ones(1, 3))
+
+
+@pytest.mark.parametrize("attend", [latent_attention_naive, latent_attention_absorbed])
+def test_causal_aligns_bottom_right(attend):
+    # With 3 queries after 5 earlier keys, query i sees keys 0..5 + i in both paths.
+    torch.manual_seed(2)
+    q_nope, q_pe = torch.randn(1, 3, 2, 4, dtype=torch.float64), torch.randn(1, 3, 2, 2, dtype=torch.float64)
+    c_kv, k_pe = torch.randn(1, 8, 6, dtype=torch.float64), torch.randn(1, 8, 2, dtype=torch.float64)
+    weight = torch.randn(2 * (4 + 5), 6, dtype=torch.float64)
+    explicit = (torch.arange(8)[None, :] <= torch.arange(3)[:, None] + 5)[None, None]
+
+    actual = attend(q_nope, q_pe, c_kv, k_pe, weight, scale=0.5, causal=True)
+    expected = latent_attention_naive(q_nope, q_pe, c_kv, k_pe, weight, scale=0.5, mask=explicit)
+
+    assert relative_error(actual, expected) < 1e-12

@@ -22,8 +22,8 @@ logger = logging.getLogger("ropekit.attention.latent_cache")
 class LatentKVCache:
     """Preallocated per-layer cache of c_kv and rotated k_pe, one row per sequence.
 
-    Rows may hold different numbers of tokens: each row fills its own slots from 0 on, and
-    ``lengths`` says how many are real. Positions in a row must increase from one append
+    Rows may contain different numbers of tokens. Each row fills its own slots from 0 on,
+    and ``lengths`` counts the stored ones. Positions in a row must increase from one append
     to the next; ``next_positions`` keeps, per row, the smallest position the next token
     may have.
 

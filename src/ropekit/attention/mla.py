@@ -176,11 +176,12 @@ class MLAConfig:
     def simple(cls, d_model: int, d_latent: int, n_heads: int, rope_dim: int | None = None) -> MLAConfig:
         """Build a decoupled-RoPE configuration from the tutorial's three numbers.
 
-        Rule: the head width is d_model / n_heads, used for both the unrotated query/key part
-        (qk_nope_head_dim) and the values (v_head_dim); kv_lora_rank is d_latent; the rope
-        part is rope_dim, by default half the head width rounded down to an even number
-        (DeepSeek-V2 uses 64 rope channels next to 128 unrotated ones). The query uses one
-        plain projection (q_lora_rank=None) and RoPE uses interleaved pairs with theta 10000.
+        Rule: the head width d_model / n_heads is both the unrotated query/key part
+        (qk_nope_head_dim) and the value width (v_head_dim), and kv_lora_rank is d_latent.
+        The rope part is rope_dim, by default half the head width rounded down to an even
+        number, because DeepSeek-V2 uses 64 rope channels next to 128 unrotated ones. The
+        query uses one plain projection (q_lora_rank=None), and RoPE uses interleaved pairs
+        with theta 10000.
         """
         for name, value in (("d_model", d_model), ("d_latent", d_latent), ("n_heads", n_heads)):
             _check_positive_int(name, value)
@@ -307,7 +308,7 @@ def latent_attention_naive(
     q_nope [b, s, h, d], q_pe [b, s, h, r] (rotated), c_kv [b, t, c], k_pe [b, t, r]
     (rotated), kv_b_weight [h * (d + v), c]. mask is None or bool, broadcastable to
     [b, h, s, t], True where a query may attend; causal=True (only without mask) lets query
-    i see keys 0..i. Every query must see at least one key. Returns [b, s, h, v].
+    i see keys 0..i + t - s. Every query must see at least one key. Returns [b, s, h, v].
 
     The keys of all heads share k_pe, so autograd sums the per-head gradients into it.
     """
@@ -322,6 +323,9 @@ def latent_attention_naive(
     key = torch.cat((k_nope, k_pe_heads), dim=-1).transpose(1, 2)  # [b, h, t, d + r]
     value = value.transpose(1, 2)  # [b, h, t, v]
 
+    # SDPA's is_causal aligns the mask top-left, which is right only when s = t.
+    if causal and mask is None and seq_len != key_len:
+        mask = torch.ones(seq_len, key_len, dtype=torch.bool, device=query.device).tril(key_len - seq_len)
     # The fused kernels of scaled_dot_product_attention accumulate the softmax in float32.
     output = torch.nn.functional.scaled_dot_product_attention(
         query, key, value, attn_mask=mask, is_causal=causal and mask is None, scale=scale
@@ -369,9 +373,9 @@ def absorbed_is_cheaper(config: MLAConfig, query_len: int, key_len: int) -> bool
     """Return True when the absorbed path needs fewer multiply-adds for these lengths.
 
     Per head, naive costs t c (d + v) to rebuild keys and values plus s t (d + r + v) to
-    attend; absorbed costs s c (d + v) to fold the query and the output plus s t (2c + r).
-    With DeepSeek's sizes, absorbed wins when s is much smaller than t (decoding), naive
-    when s = t (training and prefill).
+    attend. Absorbed costs s c (d + v) to fold the query and the output plus s t (2c + r).
+    So absorbed wins when s is much smaller than t (decoding), and naive wins when s = t
+    (training and prefill).
     """
     c, d, r, v = config.kv_lora_rank, config.qk_nope_head_dim, config.qk_rope_head_dim, config.v_head_dim
     naive = key_len * c * (d + v) + query_len * key_len * (d + r + v)
@@ -420,10 +424,10 @@ class RMSNorm(nn.Module):
 class MultiHeadLatentAttention(nn.Module):
     """DeepSeek-V2/V3 Multi-Head Latent Attention with decoupled RoPE.
 
-    Parameters carry the Hugging Face names (q_a_proj, q_a_layernorm, q_b_proj or q_proj,
-    kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj); ``load_state_dict`` also takes
-    DeepSeek's reference names (wq_a, q_norm, wq_b or wq, wkv_a, kv_norm, wkv_b, wo).
-    Attention is always causal.
+    Parameters carry the Hugging Face names: q_a_proj, q_a_layernorm, q_b_proj or q_proj,
+    kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj and o_proj. ``load_state_dict`` also
+    takes DeepSeek's reference names: wq_a, q_norm, wq_b or wq, wkv_a, kv_norm, wkv_b and
+    wo. Attention is always causal.
     """
 
     def __init__(self, config: MLAConfig) -> None:
@@ -462,13 +466,15 @@ class MultiHeadLatentAttention(nn.Module):
             onwards. With a cache they must continue every row in increasing order.
         cache: a LatentKVCache; the new tokens' c_kv and rotated k_pe are stored, then all
             stored tokens of the row are attended to.
-        attention_mask: bool [b, s], True for real tokens (padding is never attended to and
-            its outputs are zero; with a cache, each row's real tokens must come first), or
-            bool broadcastable to [b, 1, s, t], True where query i may attend to key j,
-            combined with the causal mask. t is the key count: s, or the stored length.
-        mode: "naive" rebuilds per-head keys and values (training, prefill); "absorbed" folds
-            W_UK and W_UV into query and output (decoding); "auto" takes the one with fewer
-            multiply-adds for this call's s and t (``absorbed_is_cheaper``).
+        attention_mask: either bool [b, s], True for real tokens, or bool broadcastable to
+            [b, 1, s, t], True where query i may attend to key j. t is the key count: s, or
+            the stored length with a cache. Padding is never attended to and its outputs
+            are zero. With a cache, each row's real tokens must come first. Either mask is
+            combined with the causal mask.
+        mode: "naive" rebuilds per-head keys and values, for training and prefill.
+            "absorbed" folds W_UK and W_UV into the query and the output, for decoding.
+            "auto" runs the one with fewer multiply-adds for this call's s and t, as
+            ``absorbed_is_cheaper`` counts them.
         """
         batch_size, seq_len = self._check_input(x)
         if mode not in _MODES:
@@ -478,7 +484,7 @@ class MultiHeadLatentAttention(nn.Module):
         if cache is not None:
             cache.check_compatible(x, "x")
             if cache.batch_size != batch_size:
-                raise ValueError(f"x has batch size {batch_size} but the cache holds {cache.batch_size} rows")
+                raise ValueError(f"x has batch size {batch_size} but the cache has {cache.batch_size} rows")
         positions = self._resolve_positions(positions, batch_size, seq_len, x.device, cache)
 
         q_nope, q_pe = self._project_query(x)  # [b, s, h, d], [b, s, h, r]
@@ -498,7 +504,7 @@ class MultiHeadLatentAttention(nn.Module):
             else:
                 mask, causal = self._mask_with_cache(cache, slots, pair_mask), False
 
-        # A query that sees no key (left padding) attends to every key instead, so the
+        # A query that may attend to no key (left padding) attends to every key instead, so the
         # softmax stays finite; its output is zeroed below.
         blind = None
         if mask is not None:
@@ -594,6 +600,8 @@ class MultiHeadLatentAttention(nn.Module):
         if token_mask is not None:
             mask = mask & token_mask[:, None, None, :]
         if pair_mask is not None:
+            if pair_mask.shape[-1] != seq_len:
+                raise ValueError(f"attention_mask covers {pair_mask.shape[-1]} keys but this call has {seq_len}")
             mask = mask & pair_mask
         return mask, False
 
@@ -607,7 +615,7 @@ class MultiHeadLatentAttention(nn.Module):
         if pair_mask is not None:
             if pair_mask.shape[-1] != key_len:
                 raise ValueError(
-                    f"attention_mask covers {pair_mask.shape[-1]} keys but the cache holds {key_len} after this call"
+                    f"attention_mask covers {pair_mask.shape[-1]} keys but the cache contains {key_len} after this call"
                 )
             mask = mask & pair_mask
         return mask

@@ -73,7 +73,7 @@ def test_integer_max_len_without_normalize_rejected():
         IntegerPositionalEncoding(4, max_len=10)
 
 
-def test_integer_normalized_division_correctly_rounded():
+def test_integer_normalized_divides_in_float64():
     encoding = IntegerPositionalEncoding(1, max_len=3, normalize=True)
     values = encoding.encode(list(range(10)), dtype=torch.float32)[:, 0]
     reference = (torch.arange(10, dtype=torch.float64) / 3).to(torch.float32)
@@ -194,7 +194,7 @@ def test_sinusoidal_concatenated_is_permutation():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_sinusoidal_dtype_correctly_rounded(dtype):
+def test_sinusoidal_dtype_matches_float64_cast(dtype):
     positions = torch.arange(0, 3000, 7)
     values = SinusoidalPositionalEncoding(10).encode(positions, dtype=dtype)
     reference = SinusoidalPositionalEncoding(10).encode(positions, dtype=torch.float64).to(dtype)

@@ -103,7 +103,7 @@ def test_bias_diagonal_is_positive_zero():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-def test_bias_dtype_correctly_rounded(dtype):
+def test_bias_dtype_matches_float64_cast(dtype):
     alibi = ALiBi(7)
     reference = alibi.bias(5, 300, offset=295, dtype=torch.float64).to(dtype)
     assert torch.equal(alibi.bias(5, 300, offset=295, dtype=dtype), reference)

@@ -74,10 +74,14 @@ class ALiBi(nn.Module):
         # Multiplying by key - query (rather than negating query - key) gives +0.0 on the
         # diagonal instead of -0.0.
         negative_distance = key_positions[None, :] - query_positions[:, None]  # [q_len, k_len]
-        slopes = self.slopes(dtype=torch.float64, device=device)
-        bias = slopes[:, None, None] * negative_distance  # [num_heads, q_len, k_len]
-        bias = bias.masked_fill(negative_distance > 0, -math.inf)
-        return bias.to(dtype)
+        future = negative_distance > 0
+
+        # One head at a time keeps the float64 intermediate at [q_len, k_len] instead of
+        # [num_heads, q_len, k_len], which matters for long prefills.
+        bias = torch.empty(self.num_heads, q_len, k_len, dtype=dtype, device=device)
+        for head, slope in enumerate(alibi_slopes(self.num_heads)):
+            bias[head] = (slope * negative_distance).masked_fill_(future, -math.inf)
+        return bias
 
     def forward(self, q_len: int, k_len: int, offset: int = 0) -> torch.Tensor:
         """Return ``bias(q_len, k_len, offset)`` in float32 on the CPU."""

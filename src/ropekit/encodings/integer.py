@@ -45,8 +45,8 @@ class IntegerPositionalEncoding(AdditivePositionalEncoding):
     def encode(self, positions: PositionsLike, *, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Return the positions (divided by max_len when normalized) repeated in every channel.
 
-        ``dtype`` defaults to torch's default dtype. The division happens in float64, so
-        normalized values are correctly rounded in every dtype.
+        ``dtype`` defaults to torch's default dtype. The division happens in float64 and the
+        result is cast to ``dtype`` once.
         """
         dtype = torch.get_default_dtype() if dtype is None else check_dtype(dtype)
         values = as_positions(positions).to(torch.float64)

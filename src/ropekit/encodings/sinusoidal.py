@@ -39,9 +39,10 @@ class SinusoidalPositionalEncoding(AdditivePositionalEncoding):
     Cache: ``table`` is a non-persistent buffer (absent from the state dict) with the rows
     for positions 0..len(table)-1 in the module's dtype. It grows on demand and is rebuilt
     from float64 angles whenever its dtype or device no longer matches the one it was built
-    with, so a module cast such as ``.to(torch.bfloat16)`` yields the correctly rounded
-    bfloat16 values rather than float32 values rounded twice, and ``to_empty()`` after
-    construction on the meta device is followed by a rebuild on first use.
+    with. After ``.to(torch.float64)`` the values are therefore float64-accurate rather than
+    widened float32 values, after ``.to(torch.bfloat16)`` they are the float64 values cast
+    once, and ``to_empty()`` after construction on the meta device is followed by a
+    rebuild on first use.
     ``reset_table()`` forces that rebuild. The table stops growing at 2**24 elements;
     positions beyond it are computed per call.
 

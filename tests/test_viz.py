@@ -266,6 +266,12 @@ def test_wavelengths_one_line_per_scaling():
     assert labels[:7] == list(viz.figure_scalings())
 
 
+def test_wavelengths_no_extended_line_without_extension():
+    figure = viz.draw_wavelengths(scalings={"default": None}, head_dim=16, original_context=128, factor=1.0)
+    labels = [line.get_label() for line in figure.axes[0].get_lines()]
+    assert labels == ["default", "trained context 128"]
+
+
 def test_wavelengths_ntk_keeps_fastest_pair():
     figure = viz.draw_wavelengths(**SMALL["rope_wavelengths"])
     lines = {line.get_label(): line.get_ydata() for line in figure.axes[0].get_lines()}

@@ -156,7 +156,8 @@ def draw_wavelengths(
     for index, (label, (inv_freq, _)) in enumerate(frequencies.items()):
         ax.plot((2.0 * math.pi / inv_freq).numpy(), label=label, **series_style(index))
     ax.axhline(original_context, color="0.4", linestyle=":", linewidth=1.0, label=f"trained context {original_context}")
-    ax.axhline(extended, color="0.6", linestyle=(0, (1, 4)), linewidth=1.0, label=f"extended context {extended}")
+    if extended > original_context:
+        ax.axhline(extended, color="0.6", linestyle=(0, (1, 4)), linewidth=1.0, label=f"extended context {extended}")
     ax.set_yscale("log")
     ax.set_xlabel("rotary pair i")
     ax.set_ylabel("wavelength (positions per turn)")

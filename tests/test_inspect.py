@@ -274,6 +274,42 @@ def test_gguf_yarn_scaling(tmp_path):
     assert rope["context"] == 4096
 
 
+def test_gguf_latent_attention(tmp_path):
+    import gguf
+
+    # DeepSeek-V2-Lite sizes in the layout llama.cpp writes for the absorbed form.
+    path = tmp_path / "mla.gguf"
+    writer = gguf.GGUFWriter(str(path), "deepseek2")
+    writer.add_context_length(163840)
+    writer.add_embedding_length(2048)
+    writer.add_block_count(27)
+    writer.add_head_count(16)
+    writer.add_head_count_kv(1)
+    writer.add_kv_lora_rank(512)
+    writer.add_key_length(512 + 64)
+    writer.add_value_length(512)
+    writer.add_key_length_mla(128 + 64)
+    writer.add_value_length_mla(128)
+    writer.add_rope_dimension_count(64)
+    writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+    writer.add_rope_scaling_factor(40.0)
+    writer.add_rope_scaling_orig_ctx_len(4096)
+    writer.add_rope_scaling_yarn_log_mul(0.1 * 0.707)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    report = inspect_source(path)
+    expected_scale = (128 + 64) ** -0.5 * (0.1 * 0.707 * math.log(40) + 1) ** 2
+    assert report["attention"]["type"] == "mla"
+    assert report["attention"]["kv_elements_per_token_per_layer"] == 512 + 64
+    assert report["attention"]["comparison"]["mha"]["kv_elements_per_token_per_layer"] == 16 * (128 + 64 + 128)
+    assert report["attention"]["softmax_scale"] == pytest.approx(expected_scale, rel=1e-6)
+    assert report["rope"]["interleaved"] is True
+    assert report["rope"]["inv_freq"] == pytest.approx(inspect_source("deepseek-v2-lite")["rope"]["inv_freq"], rel=1e-12)
+
+
 def test_gguf_missing_key_is_named(tmp_path):
     path = tmp_path / "broken.gguf"
     write_gguf(path, head_count=False)

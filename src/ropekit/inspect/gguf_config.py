@@ -141,22 +141,7 @@ def _add_rope_fields(config: dict[str, Any], metadata: dict[str, Any], architect
     """Add rotary dimensions and rope_scaling to ``config`` from the rope.* keys."""
     rope_dim = metadata.get(f"{architecture}.rope.dimension_count")
     if config.get("kv_lora_rank") is not None:
-        # DeepSeek-V2/V3: key_length is qk_nope_head_dim + qk_rope_head_dim and
-        # rope.dimension_count is qk_rope_head_dim.
-        if rope_dim is None:
-            raise ValueError(f"GGUF metadata is missing '{architecture}.rope.dimension_count'")
-        key_length = config.pop("head_dim", None)
-        if key_length is None:
-            raise ValueError(f"GGUF metadata is missing '{architecture}.attention.key_length'")
-        value_length = metadata.get(f"{architecture}.attention.value_length")
-        if value_length is None:
-            raise ValueError(f"GGUF metadata is missing '{architecture}.attention.value_length'")
-        config.update(
-            qk_rope_head_dim=rope_dim,
-            qk_nope_head_dim=key_length - rope_dim,
-            v_head_dim=value_length,
-            model_type="deepseek_v2",
-        )
+        _add_latent_fields(config, metadata, architecture, rope_dim)
     elif rope_dim is not None:
         head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
         if rope_dim != head_dim:
@@ -165,6 +150,12 @@ def _add_rope_fields(config: dict[str, Any], metadata: dict[str, Any], architect
     scaling_type = metadata.get(f"{architecture}.rope.scaling.type")
     if scaling_type in (None, "none"):
         return
+    if scaling_type not in ("linear", "yarn"):
+        # GGUF longrope keeps its per-pair factors in tensors that this reader does not load.
+        raise ValueError(
+            f"GGUF key '{architecture}.rope.scaling.type' is {scaling_type!r}; "
+            "ropekit inspect reads 'none', 'linear' and 'yarn'"
+        )
     scaling: dict[str, Any] = {"rope_type": scaling_type}
     factor = metadata.get(f"{architecture}.rope.scaling.factor")
     if factor is not None:
@@ -172,9 +163,18 @@ def _add_rope_fields(config: dict[str, Any], metadata: dict[str, Any], architect
     original = metadata.get(f"{architecture}.rope.scaling.original_context_length")
     if original is not None:
         scaling["original_max_position_embeddings"] = original
+    for gguf_suffix, hf_field in (("yarn_beta_fast", "beta_fast"), ("yarn_beta_slow", "beta_slow")):
+        value = metadata.get(f"{architecture}.rope.scaling.{gguf_suffix}")
+        if value is not None:
+            scaling[hf_field] = value
     attention_factor = metadata.get(f"{architecture}.rope.scaling.attn_factor")
-    if attention_factor is not None and scaling_type == "yarn":
-        scaling["attention_factor"] = attention_factor
+    if attention_factor is not None and attention_factor != 1.0:
+        # llama.cpp multiplies its own YaRN magnitude scale by this value, while the
+        # attention_factor of a config.json replaces it, so the two do not map.
+        raise ValueError(
+            f"GGUF key '{architecture}.rope.scaling.attn_factor' is {attention_factor}; "
+            "ropekit inspect reads only files where it is absent or 1.0"
+        )
     log_multiplier = metadata.get(f"{architecture}.rope.scaling.yarn_log_multiplier")
     if log_multiplier is not None:
         # llama.cpp's converter stores 0.1 * mscale_all_dim for DeepSeek-V2 and no mscale.
@@ -183,3 +183,32 @@ def _add_rope_fields(config: dict[str, Any], metadata: dict[str, Any], architect
         scaling["mscale_all_dim"] = log_multiplier / 0.1
         scaling["mscale"] = log_multiplier / 0.1
     config["rope_scaling"] = scaling
+
+
+def _add_latent_fields(config: dict[str, Any], metadata: dict[str, Any], architecture: str, rope_dim: Any) -> None:
+    """Add the DeepSeek-V2/V3 head sizes to ``config``.
+
+    Older files store the per-head sizes in attention.key_length (qk_nope_head_dim +
+    qk_rope_head_dim) and attention.value_length. Files written since llama.cpp stores the
+    absorbed form put the per-head sizes in key_length_mla and value_length_mla instead,
+    and set head_count_kv to 1, the single latent "head".
+    """
+    if rope_dim is None:
+        raise ValueError(f"GGUF metadata is missing '{architecture}.rope.dimension_count'")
+    key_length = config.pop("head_dim", None)
+    value_length = metadata.get(f"{architecture}.attention.value_length")
+    if metadata.get(f"{architecture}.attention.key_length_mla") is not None:
+        key_length = metadata[f"{architecture}.attention.key_length_mla"]
+        value_length = metadata.get(f"{architecture}.attention.value_length_mla")
+    for name, value in (("attention.key_length", key_length), ("attention.value_length", value_length)):
+        if value is None:
+            raise ValueError(f"GGUF metadata is missing '{architecture}.{name}'")
+
+    # Every MLA head reads the same latent, so there is no per-head key/value count.
+    config.pop("num_key_value_heads", None)
+    config.update(
+        qk_rope_head_dim=rope_dim,
+        qk_nope_head_dim=key_length - rope_dim,
+        v_head_dim=value_length,
+        model_type="deepseek_v2",
+    )

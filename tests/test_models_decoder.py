@@ -208,3 +208,52 @@ def test_forward_rejects_mask_of_wrong_shape() -> None:
     model = make_decoder()
     with pytest.raises(ValueError, match="attention_mask"):
         model(torch.zeros(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 5))
+
+
+def make_mla_decoder(**overrides) -> Decoder:
+    from ropekit.attention import MLAConfig
+
+    torch.manual_seed(5)
+    mla = MLAConfig(hidden_size=24, num_heads=4, q_lora_rank=None, kv_lora_rank=12, qk_nope_head_dim=6,
+                    qk_rope_head_dim=4, v_head_dim=6, rope=overrides.pop("mla_rope", None))
+    return Decoder(DecoderConfig(vocab_size=VOCAB, hidden_size=24, num_layers=2, num_heads=4, attention="mla", mla=mla,
+                                 **overrides)).eval()
+
+
+def test_mla_cached_decoding_equals_full_forward() -> None:
+    model = make_mla_decoder()
+    input_ids = torch.randint(0, VOCAB, (2, 11))
+    with torch.no_grad():
+        torch.testing.assert_close(decode_in_pieces(model, input_ids, 4), model(input_ids), atol=2e-6, rtol=1e-5)
+
+
+def test_mla_cache_stores_only_latent() -> None:
+    model = make_mla_decoder()
+    cache = model.make_cache(1, 8)
+    # kv_lora_rank 12 plus the shared rope key of 4, float32, in each of 2 layers.
+    assert cache.bytes_per_token() == 2 * (12 + 4) * 4
+
+
+def test_mla_set_rope_scaling_linear_halves_positions() -> None:
+    model = make_mla_decoder(max_position_embeddings=16, mla_rope=RopeConfig(head_dim=4, interleaved=True,
+                                                                               max_position_embeddings=16))
+    input_ids = torch.randint(0, VOCAB, (1, 7))
+    with torch.no_grad():
+        unscaled = model(input_ids, torch.arange(7))
+        model.set_rope_scaling({"rope_type": "linear", "factor": 2.0})
+        scaled = model(input_ids, 2 * torch.arange(7))
+    torch.testing.assert_close(scaled, unscaled, atol=2e-5, rtol=1e-4)
+
+
+def test_mla_config_must_match_decoder_width() -> None:
+    from ropekit.attention import MLAConfig
+
+    mla = MLAConfig.simple(d_model=32, d_latent=8, n_heads=4, rope_dim=4)
+    with pytest.raises(ValueError, match="mla.hidden_size"):
+        DecoderConfig(vocab_size=10, hidden_size=24, num_layers=1, num_heads=4, attention="mla", mla=mla)
+
+
+def test_sliding_window_layers_select_layers() -> None:
+    config = DecoderConfig(vocab_size=10, hidden_size=16, num_layers=3, num_heads=2, sliding_window=4,
+                           sliding_window_layers=(1,))
+    assert [config.window_of_layer(index) for index in range(3)] == [None, 4, None]

@@ -87,22 +87,26 @@ def run(args: argparse.Namespace) -> int:
         cache=cache,
     )
     start = time.perf_counter()
-    generated = _stream(tokenizer, prompt_ids, tokens)
-    seconds = time.perf_counter() - start
+    generated, first_token_at = _stream(tokenizer, prompt_ids, tokens)
+    end = time.perf_counter()
 
-    rate = len(generated) / seconds if seconds > 0 else float("inf")
+    # The first token costs the prefill; the rate counts only the tokens after it.
+    prefill_seconds = (first_token_at or end) - start
+    decode_seconds = end - (first_token_at or end)
+    rate = f"{(len(generated) - 1) / decode_seconds:.1f}" if len(generated) > 1 and decode_seconds > 0 else "n/a"
     used = cache.length * cache.bytes_per_token()
     print(
-        f"{len(prompt_ids)} prompt tokens, {len(generated)} new tokens in {seconds:.2f} s ({rate:.1f} tokens/s, "
-        f"prefill included); KV cache: {used:,} bytes used for {cache.length} tokens "
+        f"{len(prompt_ids)} prompt tokens, {len(generated)} new tokens; prefill and first token {prefill_seconds:.2f} s, "
+        f"then {rate} tokens/s; KV cache: {used:,} bytes used for {cache.length} tokens "
         f"({cache.bytes_per_token():,} bytes per token), {cache.nbytes():,} bytes allocated",
         file=sys.stderr,
     )
     return 0
 
 
-def _stream(tokenizer: Any, prompt_ids: list[int], tokens: Any) -> list[int]:
-    """Write the decoded text to stdout as it grows; return the generated ids.
+def _stream(tokenizer: Any, prompt_ids: list[int], tokens: Any) -> tuple[list[int], float | None]:
+    """Write the decoded text to stdout as it grows; return the generated ids and the
+    time.perf_counter() reading when the first one arrived (None when there was none).
 
     The whole sequence is decoded after every token and only the new suffix is written, so
     multi-byte characters split across byte tokens come out whole: text ending in U+FFFD
@@ -112,7 +116,10 @@ def _stream(tokenizer: Any, prompt_ids: list[int], tokens: Any) -> list[int]:
     sys.stdout.write(written)
     sys.stdout.flush()
     generated: list[int] = []
+    first_token_at = None
     for token in tokens:
+        if first_token_at is None:
+            first_token_at = time.perf_counter()
         generated.append(token)
         text = tokenizer.decode(prompt_ids + generated)
         if text.endswith("\ufffd") or not text.startswith(written):
@@ -130,7 +137,7 @@ def _stream(tokenizer: Any, prompt_ids: list[int], tokens: Any) -> list[int]:
         # Stdout stays exactly the decoded text; the line break that keeps the summary off
         # the text's last line on a terminal goes to stderr.
         sys.stderr.write("\n")
-    return generated
+    return generated, first_token_at
 
 
 def _warn_about_context(model: Any, prompt_len: int, max_new_tokens: int, scaled: bool) -> None:

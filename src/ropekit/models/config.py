@@ -160,6 +160,11 @@ class DecoderConfig:
             object.__setattr__(self, "mla", MLAConfig(**values))
         if not isinstance(self.mla, MLAConfig):
             raise TypeError(f"mla must be an MLAConfig or a mapping of its fields, got {type(self.mla).__name__}")
+        for name in ("hidden_size", "num_heads"):
+            if getattr(self.mla, name) != getattr(self, name):
+                raise ValueError(
+                    f"mla.{name} ({getattr(self.mla, name)}) must equal the decoder's {name} ({getattr(self, name)})"
+                )
 
     def with_rope_scaling(self, scaling: Mapping[str, Any] | None) -> DecoderConfig:
         """Return a copy whose RoPE uses ``scaling`` (a spec such as {"rope_type": "yarn", ...})."""

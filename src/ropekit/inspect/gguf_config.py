@@ -28,7 +28,7 @@ INTERLEAVED_ARCHITECTURES = frozenset(
 )
 HALF_ARCHITECTURES = frozenset(
     {"qwen", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "phi2", "phi3", "gemma", "gemma2", "gemma3",
-     "stablelm", "gptneox", "falcon", "starcoder2", "olmo2", "exaone", "nemotron", "orion"}
+     "stablelm", "gptneox", "falcon", "starcoder2", "olmo2", "exaone", "nemotron", "phimoe"}
 )
 
 # GGUF suffix (after "<architecture>.") -> config.json field.

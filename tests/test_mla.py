@@ -294,14 +294,27 @@ def test_positions_not_increasing_raise():
         module(torch.randn(1, 3, config.hidden_size), torch.tensor([0, 2, 2]), cache=cache)
 
 
-def test_left_padding_with_cache_raises():
+@pytest.mark.parametrize("mode", ["naive", "absorbed"])
+def test_left_padding_with_cache(mode):
+    # Row 0 is left-padded by 3; default positions count only real tokens, so each row
+    # equals its unpadded run, through the prefill and 4 decode steps.
     config = small_config()
-    module = build(config)
-    cache = LatentKVCache(1, 8, config)
-    mask = torch.tensor([[False, True, True]])
+    module = build(config, torch.float64)
+    prompts = torch.randn(2, 8, config.hidden_size, dtype=torch.float64)
+    steps = torch.randn(2, 4, config.hidden_size, dtype=torch.float64)
+    token_mask = torch.ones(2, 8, dtype=torch.bool)
+    token_mask[0, :3] = False
 
-    with pytest.raises(ValueError, match="right padding"):
-        module(torch.randn(1, 3, config.hidden_size), cache=cache, attention_mask=mask)
+    cache = LatentKVCache(2, 12, config, dtype=torch.float64)
+    prefill = module(prompts, cache=cache, attention_mask=token_mask, mode=mode)
+    decoded = [module(steps[:, i : i + 1], cache=cache, mode=mode) for i in range(4)]
+
+    for row, start in enumerate((3, 0)):
+        expected = module(torch.cat((prompts[row : row + 1, start:], steps[row : row + 1]), dim=1), mode="naive")
+        actual = torch.cat([prefill[row : row + 1, start:]] + [out[row : row + 1] for out in decoded], dim=1)
+        assert relative_error(actual, expected) < 1e-12, f"row {row}"
+    assert torch.count_nonzero(prefill[0, :3]) == 0
+    assert cache.next_positions.tolist() == [9, 12]
 
 
 # Masks ------------------------------------------------------------------------------------

@@ -22,16 +22,19 @@ logger = logging.getLogger("ropekit.attention.latent_cache")
 class LatentKVCache:
     """Preallocated per-layer cache of c_kv and rotated k_pe, one row per sequence.
 
-    Rows may contain different numbers of tokens. Each row fills its own slots from 0 on,
-    and ``lengths`` counts the stored ones. Positions in a row must increase from one append
-    to the next; ``next_positions`` keeps, per row, the smallest position the next token
-    may have.
+    Rows may contain different numbers of tokens. Each row fills its own slots from 0 on:
+    ``lengths`` counts the slots used and ``valid`` marks the ones that contain real tokens
+    rather than padding. Padding after a row's last real token is not stored, so
+    right-padded prompts leave rows of different lengths. Padding before it (left padding)
+    takes slots that attention skips. Real positions in a row must increase from one
+    append to the next, and ``next_positions`` contains one past the last of them.
 
     Attributes:
         c_kv: [b, max_len, c] buffer of normalised latents.
         k_pe: [b, max_len, r] buffer of rotated shared rope keys.
-        lengths: [b] int64, tokens stored per row.
-        next_positions: [b] int64, one past the last stored position per row.
+        valid: [b, max_len] bool, True where a slot contains a real token.
+        lengths: [b] int64, slots used per row.
+        next_positions: [b] int64, one past the last real position per row (0 when empty).
         grow: when True, an append past ``max_len`` doubles the buffers (or more, as needed)
             instead of raising ValueError.
     """
@@ -59,6 +62,7 @@ class LatentKVCache:
         self.grow = bool(grow)
         self.c_kv = torch.zeros(batch_size, max_len, config.kv_lora_rank, dtype=dtype, device=device)
         self.k_pe = torch.zeros(batch_size, max_len, config.qk_rope_head_dim, dtype=dtype, device=device)
+        self.valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)
         self.lengths = torch.zeros(batch_size, dtype=torch.int64, device=device)
         self.next_positions = torch.zeros(batch_size, dtype=torch.int64, device=device)
 
@@ -85,6 +89,7 @@ class LatentKVCache:
 
     def reset(self) -> None:
         """Forget every stored token; the buffers stay allocated."""
+        self.valid.zero_()
         self.lengths.zero_()
         self.next_positions.zero_()
 
@@ -101,28 +106,24 @@ class LatentKVCache:
                 "build the cache on the input's device or move the input"
             )
 
-    def check_positions(self, positions: torch.Tensor, counts: torch.Tensor) -> None:
-        """Raise ValueError when new positions do not continue every row in increasing order.
+    def check_positions(self, positions: torch.Tensor, real: torch.Tensor) -> None:
+        """Raise ValueError unless the real new positions continue every row in increasing order.
 
-        positions is [b, s]; counts [b] is the number of real tokens at the start of each row,
-        the only ones checked.
+        positions is [b, s] int64 and real [b, s] bool marks the real tokens, the only ones
+        checked. Each must exceed every earlier real position of its row, stored or new.
         """
-        real = torch.arange(positions.shape[1], device=positions.device) < counts.unsqueeze(1)  # [b, s]
-        first = positions[:, 0]
-        behind = (counts > 0) & (first < self.next_positions)
+        # The largest earlier real position of each token: the stored ones, then a running
+        # maximum over the new ones, shifted by one token.
+        earlier = torch.where(real, positions, -1).cummax(dim=1).values  # [b, s]
+        stored_max = (self.next_positions - 1).unsqueeze(1)  # [b, 1]
+        previous = torch.maximum(torch.cat((stored_max, earlier[:, :-1]), dim=1), stored_max)
+        behind = real & (positions <= previous)
         if bool(behind.any()):
-            row = int(behind.nonzero()[0, 0])
+            row, index = (int(value) for value in behind.nonzero()[0])
             raise ValueError(
-                f"positions go backwards in the cache: row {row} continues at position {int(first[row])} "
-                f"but already holds tokens up to position {int(self.next_positions[row]) - 1}"
-            )
-        steps = positions[:, 1:] - positions[:, :-1]
-        not_increasing = (steps <= 0) & real[:, 1:]
-        if bool(not_increasing.any()):
-            row, index = (int(v) for v in not_increasing.nonzero()[0])
-            raise ValueError(
-                f"positions must increase along the sequence: row {row} has position {int(positions[row, index + 1])} "
-                f"after {int(positions[row, index])}"
+                f"positions go backwards in the cache: row {row} continues at position {int(positions[row, index])} "
+                f"but already contains tokens up to position {int(previous[row, index])}; positions of a row "
+                "must increase from token to token and from call to call"
             )
 
     def append(
@@ -130,14 +131,14 @@ class LatentKVCache:
         c_kv: torch.Tensor,
         k_pe: torch.Tensor,
         positions: torch.Tensor,
-        counts: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Store new tokens after each row's last one; return the slots they went to.
+        """Store new tokens after each row's last slot; return the slots they went to.
 
-        c_kv is [b, s, c], k_pe [b, s, r] (already rotated), positions [b, s] int64. counts
-        [b] gives the number of real tokens at the start of each row (right padding after
-        them is not stored); None stores all s. Returns slots [b, s] int64: the slot of
-        each new token in its row (padding tokens get the slots after the real ones).
+        c_kv is [b, s, c], k_pe [b, s, r] (already rotated) and positions [b, s] int64.
+        token_mask [b, s] bool marks real tokens; None means all are real. Padding after a
+        row's last real token is not stored. Returns slots [b, s] int64: the slot of each
+        new token in its row (unstored padding gets the slots it would have had).
         """
         batch_size, seq_len = c_kv.shape[:2]
         if batch_size != self.batch_size:
@@ -149,30 +150,32 @@ class LatentKVCache:
             )
         self.check_compatible(c_kv, "c_kv")
         self.check_compatible(k_pe, "k_pe")
-        if counts is None:
-            counts = torch.full((batch_size,), seq_len, dtype=torch.int64, device=self.device)
-        self.check_positions(positions, counts)
+        steps = torch.arange(seq_len, device=self.device)
+        real = torch.ones(batch_size, seq_len, dtype=torch.bool, device=self.device) if token_mask is None else token_mask
+        self.check_positions(positions, real)
 
+        # Each row stores its tokens up to and including its last real one.
+        counts = torch.where(real, steps, -1).max(dim=1).values + 1  # [b]
         needed = int((self.lengths + counts).max())
         if needed > self.max_len:
             self._grow_to(needed)
 
-        slots = self.lengths.unsqueeze(1) + torch.arange(seq_len, device=self.device)  # [b, s]
-        real = torch.arange(seq_len, device=self.device) < counts.unsqueeze(1)  # [b, s]
+        slots = self.lengths.unsqueeze(1) + steps  # [b, s]
+        stored = steps < counts.unsqueeze(1)  # [b, s]
         rows = torch.arange(batch_size, device=self.device).unsqueeze(1).expand(-1, seq_len)
-        self.c_kv[rows[real], slots[real]] = c_kv[real]
-        self.k_pe[rows[real], slots[real]] = k_pe[real]
+        self.c_kv[rows[stored], slots[stored]] = c_kv[stored]
+        self.k_pe[rows[stored], slots[stored]] = k_pe[stored]
+        self.valid[rows[stored], slots[stored]] = real[stored]
 
-        last_index = (counts - 1).clamp(min=0).unsqueeze(1)  # [b, 1]
-        last_positions = positions.gather(1, last_index).squeeze(1)
+        last_positions = torch.where(real, positions, -1).max(dim=1).values
         self.next_positions = torch.where(counts > 0, last_positions + 1, self.next_positions)
         self.lengths = self.lengths + counts
         return slots
 
-    def stored(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return views c_kv [b, t, c] and k_pe [b, t, r] of the first t = max(lengths) slots."""
+    def stored(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return views c_kv [b, t, c], k_pe [b, t, r] and valid [b, t] of the first t = max(lengths) slots."""
         length = int(self.lengths.max())
-        return self.c_kv[:, :length], self.k_pe[:, :length]
+        return self.c_kv[:, :length], self.k_pe[:, :length], self.valid[:, :length]
 
     def _grow_to(self, needed: int) -> None:
         if not self.grow:
@@ -182,8 +185,8 @@ class LatentKVCache:
             )
         new_len = max(needed, 2 * self.max_len)
         logger.debug("growing latent KV cache from %d to %d slots per row", self.max_len, new_len)
-        for name in ("c_kv", "k_pe"):
+        for name in ("c_kv", "k_pe", "valid"):
             old = getattr(self, name)
-            new = old.new_zeros(old.shape[0], new_len, old.shape[2])
+            new = old.new_zeros(old.shape[0], new_len, *old.shape[2:])
             new[:, : old.shape[1]] = old
             setattr(self, name, new)

@@ -462,15 +462,15 @@ class MultiHeadLatentAttention(nn.Module):
     ) -> torch.Tensor:
         """Attend causally over ``x`` [b, s, e] (and the cache); return [b, s, e].
 
-        positions: integer [s] or [b, s]; by default 0..s-1, or each row's cache length
-            onwards. With a cache they must continue every row in increasing order.
+        positions: integer [s] or [b, s]. By default the real tokens of a row count on from
+            0, or from the row's next cache position. With a cache, the real positions of
+            a row must increase from token to token and from call to call.
         cache: a LatentKVCache; the new tokens' c_kv and rotated k_pe are stored, then all
             stored tokens of the row are attended to.
         attention_mask: either bool [b, s], True for real tokens, or bool broadcastable to
             [b, 1, s, t], True where query i may attend to key j. t is the key count: s, or
             the stored length with a cache. Padding is never attended to and its outputs
-            are zero. With a cache, each row's real tokens must come first. Either mask is
-            combined with the causal mask.
+            are zero, and either mask is combined with the causal mask.
         mode: "naive" rebuilds per-head keys and values, for training and prefill.
             "absorbed" folds W_UK and W_UV into the query and the output, for decoding.
             "auto" runs the one with fewer multiply-adds for this call's s and t, as
@@ -480,12 +480,11 @@ class MultiHeadLatentAttention(nn.Module):
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
         token_mask, pair_mask = _split_attention_mask(attention_mask, batch_size, seq_len, x.device)
-        counts = _real_token_counts(token_mask, batch_size, seq_len, x.device, cache is not None)
         if cache is not None:
             cache.check_compatible(x, "x")
             if cache.batch_size != batch_size:
                 raise ValueError(f"x has batch size {batch_size} but the cache has {cache.batch_size} rows")
-        positions = self._resolve_positions(positions, batch_size, seq_len, x.device, cache)
+        positions = self._resolve_positions(positions, batch_size, seq_len, x.device, cache, token_mask)
 
         q_nope, q_pe = self._project_query(x)  # [b, s, h, d], [b, s, h, r]
         c_kv, k_pe = self._project_latent(x)  # [b, s, c], [b, s, r]
@@ -497,12 +496,12 @@ class MultiHeadLatentAttention(nn.Module):
             # A prefill into an empty cache with no masks is plainly causal, which lets SDPA
             # skip the dense [b, 1, s, t] mask.
             plain_prefill = token_mask is None and pair_mask is None and not bool(cache.lengths.any())
-            slots = cache.append(c_kv, k_pe, positions.expand(batch_size, -1), counts)
-            c_kv, k_pe = cache.stored()
+            slots = cache.append(c_kv, k_pe, positions.expand(batch_size, -1), token_mask)
+            c_kv, k_pe, valid = cache.stored()
             if plain_prefill:
                 mask, causal = None, True
             else:
-                mask, causal = self._mask_with_cache(cache, slots, pair_mask), False
+                mask, causal = self._mask_with_cache(valid, slots, pair_mask), False
 
         # A query that may attend to no key (left padding) attends to every key instead, so the
         # softmax stays finite; its output is zeroed below.
@@ -549,11 +548,19 @@ class MultiHeadLatentAttention(nn.Module):
         seq_len: int,
         device: torch.device,
         cache: LatentKVCache | None,
+        token_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Return positions as int64 [s] or [b, s]."""
-        steps = torch.arange(seq_len, device=device)
+        """Return positions as int64 [s] or [b, s].
+
+        By default real tokens count on from 0, or from each row's next cache position,
+        and padding repeats the position of the real token before it (or the first one).
+        """
         if positions is None:
-            return steps if cache is None else cache.lengths.unsqueeze(1) + steps
+            if token_mask is None:
+                steps = torch.arange(seq_len, device=device)
+            else:
+                steps = (token_mask.to(torch.int64).cumsum(dim=1) - 1).clamp(min=0)  # [b, s]
+            return steps if cache is None else cache.next_positions.unsqueeze(1) + steps
         if not isinstance(positions, torch.Tensor) or positions.dtype.is_floating_point or positions.dtype == torch.bool:
             raise TypeError(f"positions must be an integer tensor, got {positions!r:.80}")
         if positions.shape not in ((seq_len,), (batch_size, seq_len)):
@@ -606,11 +613,10 @@ class MultiHeadLatentAttention(nn.Module):
         return mask, False
 
     @staticmethod
-    def _mask_with_cache(cache: LatentKVCache, slots: torch.Tensor, pair_mask: torch.Tensor | None) -> torch.Tensor:
-        key_len = int(cache.lengths.max())
+    def _mask_with_cache(valid: torch.Tensor, slots: torch.Tensor, pair_mask: torch.Tensor | None) -> torch.Tensor:
+        key_len = valid.shape[1]
         key_slots = torch.arange(key_len, device=slots.device)
-        stored = key_slots < cache.lengths.unsqueeze(1)  # [b, t]
-        mask = (key_slots[None, None, :] <= slots[:, :, None]) & stored[:, None, :]  # [b, s, t]
+        mask = (key_slots[None, None, :] <= slots[:, :, None]) & valid[:, None, :]  # [b, s, t]
         mask = mask.unsqueeze(1)  # [b, 1, s, t]
         if pair_mask is not None:
             if pair_mask.shape[-1] != key_len:
@@ -700,21 +706,3 @@ def _split_attention_mask(
             )
         return None, attention_mask
     raise ValueError(f"attention_mask must be 2-D [batch, seq] or 4-D [batch, 1, seq, keys], got {attention_mask.dim()}-D")
-
-
-def _real_token_counts(
-    token_mask: torch.Tensor | None, batch_size: int, seq_len: int, device: torch.device, with_cache: bool
-) -> torch.Tensor:
-    """Return the real tokens per row [b]; with a cache they must come first in each row."""
-    if token_mask is None:
-        return torch.full((batch_size,), seq_len, dtype=torch.int64, device=device)
-    counts = token_mask.sum(dim=1)
-    if with_cache:
-        prefix = torch.arange(seq_len, device=device) < counts.unsqueeze(1)
-        if not torch.equal(prefix, token_mask):
-            row = int((prefix != token_mask).any(dim=1).nonzero()[0, 0])
-            raise ValueError(
-                f"with a cache, the real tokens of each row must come first (right padding); row {row} of "
-                f"attention_mask is {token_mask[row].int().tolist()}"
-            )
-    return counts

@@ -365,6 +365,7 @@ def _filled_ropekit_cache(layers, latent, rope_key, context):
     cache = LatentKVCache(batch, context + 1, module.config, dtype=latent.dtype, device=latent.device)
     cache.c_kv[:, :context] = latent
     cache.k_pe[:, :context] = rope_key
+    cache.valid[:, :context] = True
     cache.lengths.fill_(context)
     cache.next_positions.fill_(context)
     return cache

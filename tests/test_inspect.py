@@ -347,6 +347,13 @@ def test_missing_required_field_is_named(tmp_path, field):
         load_source(path)
 
 
+def test_absolute_position_model_is_rejected(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**TINY_CONFIG, "model_type": "bert", "position_embedding_type": "absolute"}))
+    with pytest.raises(ValueError, match="position_embedding_type 'absolute'"):
+        load_source(path)
+
+
 def test_missing_mla_field_is_named(tmp_path):
     config = dict(load_preset("deepseek-v3")["config"])
     del config["v_head_dim"]

@@ -112,4 +112,12 @@ def _validated(config: dict[str, Any], where: str) -> dict[str, Any]:
     for field, meaning in REQUIRED_FIELDS.items():
         if field not in config:
             raise ValueError(f"{where} is not a usable model config: the field {field!r} ({meaning}) is missing")
+
+    # BERT-style configs name their position scheme; only a rotary one has RoPE to explain.
+    embedding_type = config.get("position_embedding_type")
+    if embedding_type not in (None, "rotary", "rope"):
+        raise ValueError(
+            f"{where} has position_embedding_type {embedding_type!r}, not RoPE; "
+            "ropekit inspect explains models with rotary position encoding"
+        )
     return config

@@ -24,8 +24,9 @@ Backends (each equals ``ropekit.rope.apply_rotary`` up to the rounding of its dt
   tensors of float32, bfloat16 or float64.
 - ``"triton"``: one Triton kernel for q and k; CUDA tensors, or CPU tensors under
   ``TRITON_INTERPRET=1``.
-- ``"auto"``: triton on CUDA, cpu on the CPU, else torch; reference when cos or sin requires
-  a gradient, because the fused backends treat the tables as constants.
+- ``"auto"``: triton on CUDA, cpu on the CPU, else torch (never the Triton interpreter);
+  reference when cos or sin requires a gradient, because the fused backends treat the
+  tables as constants.
 Fused backends compute in float32, or in float64 for float64 q and k.
 """
 
@@ -45,18 +46,22 @@ __all__ = ["BACKENDS", "apply_rotary_qk", "available_backends", "rotate_qk", "se
 
 
 def available_backends(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> list[str]:
-    """Return the backends that can run on ``device`` and ``dtype`` here, fastest first."""
+    """Return the backends that can run on ``device`` and ``dtype`` here; "auto" picks the first.
+
+    On the CPU the interpreted Triton kernel is listed after torch (it is for testing, and
+    slow); on CUDA the Triton kernel comes first.
+    """
     device = torch.device(device)
     names = []
-    if dtype in TRITON_DTYPES and triton_backend.available_for(device):
-        names.append("triton")
     if device.type == "cpu" and dtype in CPU_DTYPES and cpu_backend.available():
         names.append("cpu")
-    names += ["torch", "reference"]
-    # On the CPU the C kernel is the faster of the two; the interpreter is for testing only.
-    if device.type == "cpu" and "triton" in names:
-        names.remove("triton")
-        names.insert(names.index("torch"), "triton")
+    triton_ok = dtype in TRITON_DTYPES and triton_backend.available_for(device)
+    if triton_ok and device.type == "cuda":
+        names.append("triton")
+    names.append("torch")
+    if triton_ok and device.type != "cuda":
+        names.append("triton")
+    names.append("reference")
     return names
 
 

@@ -359,6 +359,8 @@ def load_library() -> ctypes.CDLL | None:
     return library
 
 
+# torch.compile treats the answer as a constant of the traced graph instead of tracing the build.
+@torch.compiler.assume_constant_result
 def available() -> bool:
     return load_library() is not None
 

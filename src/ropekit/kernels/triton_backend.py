@@ -9,12 +9,15 @@ Every tensor is addressed through its strides, so transposed and sliced views ar
 and written where they are, without a copy.
 
 On a machine without a GPU the kernel runs on CPU tensors under ``TRITON_INTERPRET=1``
-(Triton's interpreter), which the tests use at small shapes.
+(Triton's interpreter), which the tests use at small shapes. ``triton.jit`` chooses between
+compiling and interpreting when it wraps a function, so the functions below are wrapped at
+the first launch, and the value of TRITON_INTERPRET then holds for the rest of the process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import torch
@@ -36,12 +39,17 @@ def available_for(device: torch.device) -> bool:
         return False
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+    return device.type == "cpu" and interpreter_enabled()
+
+
+# torch.compile treats the answer as a constant of the traced graph.
+@torch.compiler.assume_constant_result
+def interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 if triton is not None:
 
-    @triton.jit
     def _rotate_heads(
         x_ptr,
         out_ptr,
@@ -95,7 +103,6 @@ if triton is not None:
                 values = tl.load(x_row + channel[None, :] * x_stride_d, mask=tail_mask)
                 tl.store(out_row + channel[None, :] * out_stride_d, values, mask=tail_mask)
 
-    @triton.jit
     def _rotate_qk_kernel(
         q_ptr,
         k_ptr,
@@ -168,6 +175,15 @@ if triton is not None:
             )  # fmt: skip
 
 
+@functools.cache
+def compiled_kernel() -> object:
+    """Wrap the kernel and its helper with ``triton.jit``; return the kernel."""
+    # The kernel calls _rotate_heads by its module-level name, so that name must be the wrapped helper.
+    global _rotate_heads
+    _rotate_heads = triton.jit(_rotate_heads)
+    return triton.jit(_rotate_qk_kernel)
+
+
 def block_sizes(half: int, q: torch.Tensor, k: torch.Tensor) -> tuple[int, int, int]:
     """Return (BLOCK_H, BLOCK_P, BLOCK_T) for ``half`` pairs and the tails of q and k."""
     block_pairs = triton.next_power_of_2(max(half, 1))
@@ -208,7 +224,7 @@ def rotate(
     # Launch on q's GPU, which need not be the current one.
     context = torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext()
     with context:
-        _rotate_qk_kernel[grid](
+        compiled_kernel()[grid](
             q, k, q_out, k_out, cos, sin, rows,
             seq, q.shape[2], k.shape[2], q.shape[3], k.shape[3], half,
             *q.stride(), *k.stride(), *q_out.stride(), *k_out.stride(),

@@ -478,6 +478,32 @@ def test_auto_prefers_naive_for_prefill_and_absorbed_for_decode():
     assert absorbed_is_cheaper(config, 1, 512)
 
 
+def test_auto_runs_absorbed_for_decode_step(monkeypatch):
+    import ropekit.attention.mla as mla
+
+    calls = []
+
+    def recording(name):
+        original = getattr(mla, name)
+
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("latent_attention_naive", "latent_attention_absorbed"):
+        monkeypatch.setattr(mla, name, recording(name))
+    config = MLAConfig.simple(64, 48, 2, rope_dim=8)
+    module = build(config)
+    cache = LatentKVCache(1, 40, config)
+
+    module(torch.randn(1, 39, 64), cache=cache)
+    module(torch.randn(1, 1, 64), cache=cache)
+
+    assert calls == ["latent_attention_naive", "latent_attention_absorbed"]
+
+
 # Configuration ----------------------------------------------------------------------------
 
 
@@ -512,6 +538,7 @@ def test_simple_derivation_rule():
         ({"num_heads": 2.0}, "num_heads must be a positive int"),
         ({"rope": RopeConfig(head_dim=8)}, "rope must rotate all qk_rope_head_dim=6"),
         ({"rms_norm_eps": 0.0}, "rms_norm_eps"),
+        ({"rope": RopeConfig(head_dim=6, xpos_scale_base=512.0)}, "rope.xpos_scale_base must be None"),
     ],
 )
 def test_config_rejects_bad_values(changes, message):

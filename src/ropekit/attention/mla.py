@@ -97,6 +97,9 @@ class MLAConfig:
                 f"head_dim={self.rope.head_dim} and rotary_dim={self.rope.rotary_dim}; "
                 f"build it with RopeConfig(head_dim={self.qk_rope_head_dim}, ...)"
             )
+        for name in ("mrope_section", "axial_dims", "xpos_scale_base"):
+            if getattr(self.rope, name, None) is not None:
+                raise ValueError(f"MLA supports one position axis without xPos, so rope.{name} must be None")
 
     # Derived sizes, computed here once.
 
@@ -207,6 +210,8 @@ class MLAConfig:
     def from_hf(cls, config: Mapping[str, Any] | str | Path) -> MLAConfig:
         """Build the configuration from a DeepSeek-V2/V3 config.json dict, file or model folder.
 
+        A transformers config object (anything with ``to_dict``) works too.
+
         The RoPE part (theta, scaling, interleaving) comes from ``RopeConfig.from_hf``.
         """
         config = _read_hf_config(config)
@@ -270,6 +275,8 @@ def _deepseek_rope(*, mscale: float, mscale_all_dim: float) -> RopeConfig:
 def _read_hf_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     if isinstance(config, Mapping):
         return dict(config)
+    if hasattr(config, "to_dict"):  # a transformers PretrainedConfig
+        return dict(config.to_dict())
     if not isinstance(config, (str, Path)):
         raise TypeError(f"config must be a dict, a config.json path or a model folder, got {type(config).__name__}")
     path = Path(config)

@@ -35,6 +35,7 @@ def reference_attention(
     interleaved: bool = False,
     key_mask: torch.Tensor | None = None,
     alibi_slopes: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Compute causal attention head by head in float64 with an explicit softmax."""
     batch_size, seq_len, _ = x.shape
@@ -65,6 +66,8 @@ def reference_attention(
                 distance = torch.arange(seq_len)[:, None] - torch.arange(seq_len)[None, :]
                 scores = scores - alibi_slopes[h].item() * distance
             allowed = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
+            if window is not None:
+                allowed = allowed & ~torch.ones(seq_len, seq_len, dtype=torch.bool).tril(-window)
             if key_mask is not None:
                 allowed = (allowed & key_mask[b][None, :]) | torch.eye(seq_len, dtype=torch.bool)
             scores = scores.masked_fill(~allowed, float("-inf"))
@@ -210,3 +213,23 @@ def test_rope_head_dim_must_match() -> None:
 def test_cache_rejects_non_positive_size() -> None:
     with pytest.raises(ValueError, match="max_len"):
         KVCache(1, 0, 2, 8)
+
+
+def test_sliding_window_matches_reference() -> None:
+    module = make_attention(4, 2, 8)
+    module.sliding_window = 4
+    x = torch.randn(2, 11, 24)
+    positions = torch.arange(11).expand(2, 11)
+    expected = reference_attention(module, x, positions, theta=10000.0, window=4)
+    torch.testing.assert_close(module(x, positions).to(torch.float64), expected, atol=2e-6, rtol=1e-5)
+
+
+def test_sliding_window_with_cache_equals_full_forward() -> None:
+    module = make_attention(4, 2, 8)
+    module.sliding_window = 3
+    x = torch.randn(1, 10, 24)
+    positions = torch.arange(10).expand(1, 10)
+    cache = KVCache(1, 10, 2, 8)
+    pieces = [module(x[:, :2], positions[:, :2], cache=cache)]
+    pieces += [module(x[:, i : i + 1], positions[:, i : i + 1], cache=cache) for i in range(2, 10)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), module(x, positions), atol=1e-6, rtol=1e-5)

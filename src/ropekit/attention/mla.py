@@ -510,16 +510,7 @@ class MultiHeadLatentAttention(nn.Module):
             else:
                 mask, causal = self._mask_with_cache(valid, slots, pair_mask), False
 
-        # A query that may attend to no key (left padding) attends to every key instead, so the
-        # softmax stays finite; its output is zeroed below.
-        blind = None
-        if mask is not None:
-            blind = ~mask.any(dim=-1, keepdim=True)  # [b, 1, s, 1]
-            if bool(blind.any()):
-                mask = mask | blind
-            else:
-                blind = None
-
+        mask, blind = _open_blind_queries(mask)
         if mode == "auto":
             mode = "absorbed" if absorbed_is_cheaper(self.config, seq_len, c_kv.shape[1]) else "naive"
         attend = latent_attention_absorbed if mode == "absorbed" else latent_attention_naive
@@ -683,6 +674,20 @@ def _rename_reference_keys(module, state_dict, prefix, *args) -> None:
         renamed = _reference_to_hf(local)
         if renamed != local:
             state_dict[prefix + renamed] = state_dict.pop(key)
+
+
+def _open_blind_queries(mask: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Let queries that may attend to no key (left padding) attend to every key.
+
+    Their softmax then stays finite, and the caller zeroes their outputs. Returns the new
+    mask and the blind queries [b, 1, s, 1], or None when there are none.
+    """
+    if mask is None:
+        return None, None
+    blind = ~mask.any(dim=-1, keepdim=True)  # [b, 1, s, 1]
+    if not bool(blind.any()):
+        return mask, None
+    return mask | blind, blind
 
 
 def _split_attention_mask(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument(
-        "--plot", metavar="FILE", help="also draw the wavelength of every rotary pair into FILE (.png or .svg)"
+        "--plot", metavar="FILE", help="also draw the wavelength of every rotary pair into FILE (.png, .svg or .pdf)"
     )
 
 
@@ -40,8 +41,13 @@ def run(args: argparse.Namespace) -> int:
             return 2
         print(f"wrote {args.plot}", file=sys.stderr)
 
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_report(report), end="")
+    text = json.dumps(report, indent=2) + "\n" if args.json else format_report(report)
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader closed the pipe (as `| head` does). Point stdout at /dev/null so the
+        # flush at exit does not raise again, and stop quietly like other Unix tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0

@@ -471,7 +471,7 @@ def test_naive_path_trains():
 # Choosing a path --------------------------------------------------------------------------
 
 
-def test_auto_prefers_naive_for_prefill_and_absorbed_for_decode():
+def test_cost_rule_prefill_and_decode():
     config = MLAConfig.deepseek_v2_lite()
 
     assert not absorbed_is_cheaper(config, 512, 512)
@@ -572,7 +572,7 @@ def test_forward_rejects_bad_input():
 
 @pytest.mark.parametrize("attend", [latent_attention_naive, latent_attention_absorbed])
 def test_causal_aligns_bottom_right(attend):
-    # With 3 queries after 5 earlier keys, query i sees keys 0..5 + i in both paths.
+    # With 3 queries after 5 earlier keys, query i attends to keys 0..5 + i in both paths.
     torch.manual_seed(2)
     q_nope, q_pe = torch.randn(1, 3, 2, 4, dtype=torch.float64), torch.randn(1, 3, 2, 2, dtype=torch.float64)
     c_kv, k_pe = torch.randn(1, 8, 6, dtype=torch.float64), torch.randn(1, 8, 2, dtype=torch.float64)

@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from ropekit.cli import main
-from ropekit.inspect import format_report, inspect_source, load_preset, load_source, preset_names
+from ropekit.inspect import (
+    format_report,
+    inspect_source,
+    load_preset,
+    load_source,
+    original_and_context,
+    preset_names,
+)
 
 REQUIRED_PRESETS = ("llama-3.1-8b", "qwen2-7b", "phi-3-mini-128k", "deepseek-v2-lite", "deepseek-v3")
 
@@ -124,6 +131,22 @@ def test_rope_parameters_of_presets(name, rope_type, original, context, rotary_d
     assert rope["context"] == context
     assert rope["rotary_dim"] == rotary_dim
     assert rope["interleaved"] is interleaved
+
+
+@pytest.mark.parametrize(
+    ("config", "scaling", "expected"),
+    [
+        ({"max_position_embeddings": 4096}, None, (4096, 4096)),
+        ({"max_position_embeddings": 4096}, {"rope_type": "linear", "factor": 4.0}, (4096, 16384)),
+        # Qwen2.5 with YaRN keeps max_position_embeddings at the pretrained length.
+        ({"max_position_embeddings": 32768}, {"factor": 4.0, "original_max_position_embeddings": 32768}, (32768, 131072)),
+        ({"max_position_embeddings": 131072}, {"factor": 8.0, "original_max_position_embeddings": 8192}, (8192, 131072)),
+        # Phi-3 keeps the original length at the top level.
+        ({"max_position_embeddings": 131072, "original_max_position_embeddings": 4096}, None, (4096, 131072)),
+    ],
+)
+def test_original_and_context_rules(config, scaling, expected):
+    assert original_and_context(config, scaling) == expected
 
 
 @pytest.mark.parametrize(
@@ -263,6 +286,13 @@ def test_gguf_freq_factors_divide_frequencies(tmp_path):
     expected = [500000.0 ** (-2 * i / 64) / factors[i] for i in range(32)]
     assert rope["inv_freq"] == pytest.approx(expected, rel=1e-6)
     assert rope["freq_factors"] == factors
+
+
+def test_gguf_freq_factor_count_is_checked(tmp_path):
+    path = tmp_path / "factors.gguf"
+    write_gguf(path, freq_factors=[1.0] * 31)
+    with pytest.raises(ValueError, match="31 factors but RoPE has 32 pairs"):
+        inspect_source(path)
 
 
 def test_gguf_yarn_scaling(tmp_path):

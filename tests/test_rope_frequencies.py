@@ -366,7 +366,7 @@ def test_static_ntk_keeps_highest_divides_lowest() -> None:
 # Dynamic NTK exactness ------------------------------------------------------------------
 
 
-def test_dynamic_at_or_below_trained_length_is_bit_exact() -> None:
+def test_dynamic_short_length_bit_exact() -> None:
     config = RopeConfig(head_dim=64, max_position_embeddings=2048, scaling={"rope_type": "dynamic", "factor": 1.7})
     original = default_inv_freq(64, 10000.0)
     rope_frequencies(config, 100000)  # a longer call first must leave no state behind

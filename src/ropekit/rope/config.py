@@ -37,9 +37,9 @@ class RopeConfig:
         max_position_embeddings: the context length the model is configured for, in
             tokens. Required by "dynamic"; the fallback for an absent "factor" of "yarn"
             and "longrope" (factor = max_position_embeddings / original length).
-        mrope_section: multimodal RoPE as in Qwen2-VL: the number of frequency pairs taken
-            from each position axis (temporal, height, width), in order; sums to
-            rotary_dim // 2. Positions then have shape [n_axes, ...].
+        mrope_section: the frequency pairs taken from each position axis (temporal, height,
+            width) in order, for multimodal RoPE as in Qwen2-VL. The sections sum to
+            rotary_dim // 2, and positions then have shape [n_axes, ...].
         axial_dims: axial RoPE for images and video: the rotary channels given to each
             position axis, each axis with its own frequencies
             theta ** (-2i / axial_dims[a]); sums to rotary_dim. Positions then have shape

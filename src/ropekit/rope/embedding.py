@@ -10,9 +10,9 @@ and bfloat16 inputs still rotate by float32 angles.
 Cache: cos and sin per (device, dtype, frequency set) are kept in a plain dict, not in
 registered buffers, so ``module.to(torch.bfloat16)``, ``half()``, autocast, device moves
 and meta construction followed by ``to_empty()`` cannot change or invalidate them. The
-tables grow to the next power of two above the largest position seen (up to
-``max_cached_positions``; beyond that cos and sin are computed directly) and are indexed
-by position, so calls with different offsets never share a slice by accident.
+tables grow to the next power of two above the largest position seen, up to
+``max_cached_positions``. Beyond that, cos and sin are computed directly. Lookups index
+the tables by position, so a call with an offset reads the rows of its own positions.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from ropekit.kernels import rotate_qk
 from ropekit.rope.apply import expand_to_layout
 from ropekit.rope.config import RopeConfig
 from ropekit.rope.frequencies import rope_frequencies
+from ropekit.rope.positions import check_integer, check_qk, packed_positions, padded_positions
 from ropekit.rope.scaling import get_scaling_type
 
 logger = logging.getLogger("ropekit.rope.embedding")
 
-# xPos (Sun et al. 2022, eq. 11): zeta_i = (2i / r + gamma) / (1 + gamma) with gamma = 0.4.
+# xPos (Sun et al. 2022): zeta_i = (2i / r + gamma) / (1 + gamma) with gamma = 0.4.
 XPOS_GAMMA = 0.4
 
 _MIN_CACHED_POSITIONS = 256
@@ -80,7 +81,7 @@ class RotaryEmbedding(nn.Module):
         positions.shape[1:] + (rotary_dim,). The attention scale is applied; xPos is not.
         Angles (position x inv_freq) are formed in float64 and cast to ``dtype`` at the end.
         """
-        _check_integer("positions", positions)
+        check_integer("positions", positions)
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         if self.config.n_axes > 1 and (positions.dim() < 1 or positions.shape[0] != self.config.n_axes):
@@ -221,16 +222,16 @@ class RotaryEmbedding(nn.Module):
             seq_dim: 1 or 2 for padded tensors; with cu_seqlens the tokens are on
                 dimension 0 and seq_dim must be 0 or left at its default.
         """
-        self._check_qk(q, k, cu_seqlens, seq_dim)
+        check_qk(q, k, self.config.head_dim, cu_seqlens is not None, seq_dim)
         if cu_seqlens is not None:
             if positions is not None:
                 raise ValueError("pass either positions or cu_seqlens, not both; cu_seqlens restarts positions at 0")
             if self.config.n_axes > 1:
                 raise ValueError("cu_seqlens packing supports one position axis; pass positions [n_axes, ...] instead")
-            positions = self._packed_positions(cu_seqlens, q.shape[0], offset)
+            positions = packed_positions(cu_seqlens, q.shape[0], offset)
             kernel_seq_dim = 0
         else:
-            positions = self._padded_positions(q, positions, offset, seq_dim)
+            positions = padded_positions(q, positions, offset, seq_dim, self.config.n_axes)
             kernel_seq_dim = seq_dim
 
         table_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -240,82 +241,12 @@ class RotaryEmbedding(nn.Module):
             # NOTE: the fused CPU kernel is called through ctypes, which torch.compile
             # cannot trace; inside a compiled graph "auto" uses the traceable reference.
             backend = "reference"
-        q_out, k_out = rotate_qk(q, k, cos, sin, interleaved=self.config.interleaved, seq_dim=kernel_seq_dim, backend=backend)
+        q_out, k_out = rotate_qk(
+            q, k, cos, sin, interleaved=self.config.interleaved, seq_dim=kernel_seq_dim, backend=backend
+        )
         if self.config.xpos_scale_base is not None:
             q_out, k_out = self._apply_xpos(q_out, k_out, positions, kernel_seq_dim)
         return q_out, k_out
-
-    def _check_qk(self, q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor | None, seq_dim: int) -> None:
-        head_dim = self.config.head_dim
-        for name, tensor in (("q", q), ("k", k)):
-            if not isinstance(tensor, torch.Tensor) or not tensor.dtype.is_floating_point:
-                raise TypeError(f"{name} must be a floating-point tensor, got {getattr(tensor, 'dtype', type(tensor))}")
-            if tensor.shape[-1] != head_dim:
-                raise ValueError(
-                    f"{name} must have head_dim = {head_dim} channels in its last dimension, got shape {tuple(tensor.shape)}"
-                )
-        if cu_seqlens is not None:
-            if seq_dim not in (0, 1):
-                raise ValueError(f"with cu_seqlens the tokens are on dimension 0; seq_dim must be 0 (or default), got {seq_dim}")
-            for name, tensor in (("q", q), ("k", k)):
-                if tensor.dim() != 3:
-                    raise ValueError(f"with cu_seqlens {name} must be [total_tokens, heads, head_dim], got {tuple(tensor.shape)}")
-            if q.shape[0] != k.shape[0]:
-                raise ValueError(f"q and k must have the same number of tokens, got {q.shape[0]} and {k.shape[0]}")
-            return
-        if seq_dim not in (1, 2):
-            raise ValueError(f"seq_dim must be 1 ([b, s, h, d]) or 2 ([b, h, s, d]), got {seq_dim}")
-        for name, tensor in (("q", q), ("k", k)):
-            if tensor.dim() != 4:
-                raise ValueError(f"{name} must be 4-D [batch, seq, heads, head_dim] or [batch, heads, seq, head_dim], got {tuple(tensor.shape)}")
-        if q.shape[0] != k.shape[0] or q.shape[seq_dim] != k.shape[seq_dim]:
-            raise ValueError(
-                f"q and k must share batch and sequence sizes, got q {tuple(q.shape)} and k {tuple(k.shape)} with seq_dim={seq_dim}"
-            )
-
-    def _padded_positions(
-        self, q: torch.Tensor, positions: torch.Tensor | None, offset: int | torch.Tensor, seq_dim: int
-    ) -> torch.Tensor:
-        batch, seq = q.shape[0], q.shape[seq_dim]
-        axes = self.config.n_axes
-        if positions is None:
-            if axes > 1:
-                raise ValueError(f"this config has {axes} position axes; pass positions of shape [{axes}, seq] or [{axes}, batch, seq]")
-            positions = torch.arange(seq, device=q.device)
-        else:
-            _check_integer("positions", positions)
-            per_axis = positions.shape[1:] if axes > 1 else positions.shape
-            leading_ok = axes == 1 or (positions.dim() >= 1 and positions.shape[0] == axes)
-            shape_ok = leading_ok and (
-                tuple(per_axis) == (seq,) or (len(per_axis) == 2 and per_axis[0] in (1, batch) and per_axis[1] == seq)
-            )
-            if not shape_ok:
-                expected = f"[{seq}] or [{batch}, {seq}]" if axes == 1 else f"[{axes}, {seq}] or [{axes}, {batch}, {seq}]"
-                raise ValueError(f"positions must have shape {expected} to match q {tuple(q.shape)}, got {tuple(positions.shape)}")
-            positions = positions.to(q.device)
-            if len(per_axis) == 2 and per_axis[0] == 1:
-                positions = positions.squeeze(-2)  # [1, s] -> [s]
-
-        offset_tensor = _offset_tensor(offset, batch, "batch", q.device)
-        if offset_tensor is None:
-            return positions
-        if offset_tensor.dim() == 0:
-            return positions + offset_tensor
-        return positions + offset_tensor.unsqueeze(-1)  # [b, 1] broadcasts to [(a,) b, s]
-
-    def _packed_positions(self, cu_seqlens: torch.Tensor, total: int, offset: int | torch.Tensor) -> torch.Tensor:
-        _check_cu_seqlens(cu_seqlens, total)
-        cu_seqlens = cu_seqlens.to(torch.int64)
-        tokens = torch.arange(total, device=cu_seqlens.device)
-        # Sequence of each token: the number of sequence ends at or before it.
-        sequence = torch.searchsorted(cu_seqlens[1:], tokens, right=True)  # [t]
-        positions = tokens - cu_seqlens[sequence]
-        offset_tensor = _offset_tensor(offset, cu_seqlens.shape[0] - 1, "packed sequences", cu_seqlens.device)
-        if offset_tensor is None:
-            return positions
-        if offset_tensor.dim() == 0:
-            return positions + offset_tensor
-        return positions + offset_tensor[sequence]
 
     def _apply_xpos(
         self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, seq_dim: int
@@ -323,7 +254,7 @@ class RotaryEmbedding(nn.Module):
         # xPos scales pair i of a query at position n by zeta_i ** (n / scale_base) and of a
         # key by zeta_i ** (-n / scale_base), so the score decays as zeta ** ((m - n) / scale_base).
         # Scaling a pair commutes with rotating it, so it is applied after the rotation.
-        # NOTE: with bfloat16 or float16 q and k this rounds a second time; and zeta ** n
+        # NOTE: bfloat16 and float16 q and k are rounded a second time here. zeta ** n also
         # underflows float32 once |n| / scale_base exceeds about 70 (36k positions at 512).
         rotary_dim = self.config.rotary_dim
         pairs = torch.arange(0, rotary_dim, 2, dtype=torch.float64, device=positions.device) / rotary_dim
@@ -344,39 +275,3 @@ def _heads_axis(table: torch.Tensor, seq_dim: int) -> torch.Tensor:
 def _scale_rotary(x: torch.Tensor, scale: torch.Tensor, rotary_dim: int) -> torch.Tensor:
     scaled = (x[..., :rotary_dim].to(scale.dtype) * scale).to(x.dtype)
     return torch.cat((scaled, x[..., rotary_dim:]), dim=-1)
-
-
-def _check_integer(name: str, tensor: torch.Tensor) -> None:
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be an integer torch.Tensor, got {type(tensor).__name__}")
-    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor (int32 or int64), got dtype {tensor.dtype}")
-
-
-def _offset_tensor(offset: int | torch.Tensor, rows: int, rows_name: str, device: torch.device) -> torch.Tensor | None:
-    """Return offset as a 0-d or [rows] tensor on device, or None for a zero int."""
-    if isinstance(offset, torch.Tensor):
-        _check_integer("offset", offset)
-        if offset.dim() == 0:
-            return offset.to(device)
-        if offset.dim() != 1 or offset.shape[0] != rows:
-            raise ValueError(f"offset must be an int or a [{rows}] tensor (one per {rows_name}), got shape {tuple(offset.shape)}")
-        return offset.to(device)
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise TypeError(f"offset must be an int or an integer tensor, got {offset!r}")
-    return None if offset == 0 else torch.tensor(offset, device=device)
-
-
-def _check_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> None:
-    _check_integer("cu_seqlens", cu_seqlens)
-    if cu_seqlens.dim() != 1 or cu_seqlens.shape[0] < 2:
-        raise ValueError(f"cu_seqlens must be 1-D [n_sequences + 1], got shape {tuple(cu_seqlens.shape)}")
-    if torch.compiler.is_compiling():
-        return  # value checks would read the tensor and break the graph
-    values = cu_seqlens.tolist()
-    if values[0] != 0:
-        raise ValueError(f"cu_seqlens must start at 0, got {values}")
-    if any(b < a for a, b in zip(values, values[1:])):
-        raise ValueError(f"cu_seqlens must be non-decreasing (cumulative lengths), got {values}")
-    if values[-1] != total:
-        raise ValueError(f"cu_seqlens must end at the token count {total}, got {values}")

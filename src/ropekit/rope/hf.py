@@ -88,7 +88,9 @@ def _load(config: Any) -> dict[str, Any]:
         return dict(config)
     if hasattr(config, "to_dict"):
         return dict(config.to_dict())
-    raise TypeError(f"config must be a dict, a path to config.json or a transformers config, got {type(config).__name__}")
+    raise TypeError(
+        f"config must be a dict, a path to config.json or a transformers config, got {type(config).__name__}"
+    )
 
 
 def _head_dim(values: Mapping[str, Any]) -> int:

@@ -2,9 +2,9 @@
 
 Per head, the interleaved layout pairs channels (2i, 2i + 1) and the half layout pairs
 (i, i + r/2), r the rotary dim. Reordering the output rows of the q and k projections
-moves every pair to the other layout's slots, so half-layout RoPE on the permuted
-weights gives the same attention scores as interleaved RoPE on the originals (and the
-rotated q and k themselves are the same vectors with their channels reordered).
+moves every pair to the other layout's slots. Half-layout RoPE on the permuted weights
+then gives the same attention scores as interleaved RoPE on the originals, and the
+rotated q and k are the same vectors with their channels reordered.
 """
 
 from __future__ import annotations

@@ -42,9 +42,13 @@ def rerotate(
     if not isinstance(config, RopeConfig):
         raise TypeError(f"config must be a RopeConfig, got {type(config).__name__}")
     if x.shape[-1] != config.head_dim:
-        raise ValueError(f"x must have head_dim = {config.head_dim} channels in its last dimension, got {tuple(x.shape)}")
+        raise ValueError(
+            f"x must have head_dim = {config.head_dim} channels in its last dimension, got {tuple(x.shape)}"
+        )
     if config.n_axes != 1 or config.xpos_scale_base is not None:
-        raise ValueError("rerotate supports plain one-axis RoPE; configs with mrope_section, axial_dims or xPos are not supported")
+        raise ValueError(
+            "rerotate supports plain one-axis RoPE; configs with mrope_section, axial_dims or xPos are not supported"
+        )
     delta_tensor = _integer_tensor("delta", delta, x)
     old_inv_freq, old_scale = rope_frequencies(config)
     old_inv_freq = old_inv_freq.to(x.device)

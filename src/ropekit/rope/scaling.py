@@ -8,8 +8,8 @@ Extension point: describe a new type with ``ScalingType`` and pass it to
 ``register_scaling``. ``RopeConfig`` then accepts ``scaling={"rope_type": name, ...}``,
 checks the keys against ``required`` and ``optional``, and ``rope_frequencies`` calls
 ``compute(config, seq_len)``. ``seq_len`` is None (the frequencies at the trained length)
-or a 0-d int64 tensor holding the current length (the largest position + 1); ``compute``
-returns inv_freq on seq_len's device, and reads its value only when
+or a 0-d int64 tensor holding the current length, the largest position + 1. ``compute``
+returns inv_freq on seq_len's device. It reads the value of seq_len only when
 ``depends_on_length`` is True. Write a length-dependent ``compute`` with tensor operations
 only (``torch.where`` rather than ``if``) so that ``torch.compile(fullgraph=True)`` can
 trace it.
@@ -191,7 +191,8 @@ def _validate_dynamic(config: RopeConfig) -> None:
 def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
     """Return YaRN's attention temperature 0.1 * mscale * ln(factor) + 1 (1 when factor <= 1).
 
-    Source: Peng et al. 2023, "YaRN", eq. 21 (sqrt(1/t) = 0.1 ln(s) + 1).
+    Source: Peng et al. 2023, "YaRN" (sqrt(1/t) = 0.1 ln(s) + 1), as transformers 5.25
+    computes it in yarn_get_mscale.
     """
     if factor <= 1.0:
         return 1.0
@@ -216,7 +217,7 @@ def yarn_ramp(
 
     Pairs that turn more than beta_fast times within the original length keep their
     frequency, pairs that turn fewer than beta_slow times are divided by the factor, and a
-    linear ramp joins the two (Peng et al. 2023, "YaRN", eq. 18 to 20). With ``truncate``
+    linear ramp joins the two (Peng et al. 2023, "YaRN"). With ``truncate``
     the bounds are rounded outward to whole pairs, as transformers and DeepSeek-V3 do.
     """
     low = _yarn_correction_dim(beta_fast, dim, base, original_length)
@@ -319,9 +320,9 @@ def _validate_longrope(config: RopeConfig) -> None:
 
 
 def _compute_llama3(config: RopeConfig, seq_len: torch.Tensor | None) -> tuple[torch.Tensor, float]:
-    # Llama 3.1 (Meta, llama-models reference apply_scaling; transformers' _compute_llama3_parameters):
-    # wavelengths longer than L0 / low_freq_factor are divided by factor, shorter than
-    # L0 / high_freq_factor are kept, and the band between blends the two linearly in L0 / wavelength.
+    # Llama 3.1 (transformers 5.25, _compute_llama3_parameters). Frequencies with wavelengths
+    # above L0 / low_freq_factor are divided by factor and those below L0 / high_freq_factor
+    # are kept. The band between blends the two, linearly in L0 / wavelength.
     spec = config.scaling
     factor = _factor(config)
     low_freq_factor = float(spec["low_freq_factor"])
@@ -352,11 +353,11 @@ def _validate_llama3(config: RopeConfig) -> None:
 def softmax_scale_factor(config: RopeConfig) -> float:
     """Return the factor that multiplies the attention softmax scale 1 / sqrt(d_qk).
 
-    1.0 except for MLA models with YaRN, where the temperature also covers the channels
-    without RoPE: yarn with mscale_all_dim gives yarn_mscale(factor, mscale_all_dim) ** 2
-    (transformers' yarn_apply_mscale), and deepseek_yarn gives
-    (0.1 * mscale * ln(factor) + 1) ** 2 when its ramp is active (DeepSeek-V3
-    inference/model.py, MLA.__init__).
+    The factor is 1.0 except for MLA models with YaRN, whose temperature also covers the
+    channels without RoPE. For yarn with mscale_all_dim it is
+    yarn_mscale(factor, mscale_all_dim) ** 2 (transformers' yarn_apply_mscale). For
+    deepseek_yarn it is (0.1 * mscale * ln(factor) + 1) ** 2 while its ramp is active
+    (DeepSeek-V3 inference/model.py, MLA.__init__).
     """
     if config.rope_type == "yarn":
         mscale_all_dim = config.scaling.get("mscale_all_dim")
@@ -374,7 +375,7 @@ def softmax_scale_factor(config: RopeConfig) -> float:
 _ORIGINAL = "original_max_position_embeddings"
 
 for _scaling_type in (
-    ScalingType("default", _compute_default, source="Su et al. 2021, RoFormer, eq. 15"),
+    ScalingType("default", _compute_default, source="Su et al. 2021, RoFormer"),
     ScalingType("linear", _compute_linear, ("factor",), source="Chen et al. 2023, position interpolation"),
     ScalingType(
         "ntk",

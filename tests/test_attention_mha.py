@@ -127,7 +127,7 @@ def test_alibi_bias_matches_reference() -> None:
 
 
 def test_attention_without_position_is_permutation_blind() -> None:
-    # With no positional scheme the last query sees a bag of keys, so swapping two earlier
+    # With no positional scheme the last query attends to an unordered set of keys, so swapping two earlier
     # tokens leaves its output unchanged.
     module = make_attention(4, 4, 6, rope=False)
     x = torch.randn(1, 5, 24)

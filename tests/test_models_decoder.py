@@ -257,3 +257,13 @@ def test_sliding_window_layers_select_layers() -> None:
     config = DecoderConfig(vocab_size=10, hidden_size=16, num_layers=3, num_heads=2, sliding_window=4,
                            sliding_window_layers=(1,))
     assert [config.window_of_layer(index) for index in range(3)] == [None, 4, None]
+
+
+def test_full_cache_raises_before_changing_state() -> None:
+    model = make_decoder()
+    cache = model.make_cache(1, 4)
+    model(torch.randint(0, VOCAB, (1, 3)), cache=cache)
+    with pytest.raises(ValueError, match="room for 4 tokens"):
+        model(torch.randint(0, VOCAB, (1, 2)), cache=cache)
+    assert cache.length == 3
+    assert all(layer.length == 3 for layer in cache.layers)

@@ -150,7 +150,7 @@ def test_half_layout_conversion_keeps_logits(stories_model) -> None:
             state[key] = ropekit.permute_qk_weights(state[key], heads, config.head_dim, to="half")
     converted.load_state_dict(state)
 
-    # float64, so that the comparison sees the layouts and not float32 summation order
+    # float64, so that the comparison measures the layouts and not float32 summation order
     # (in float32 the two differ by about 1e-5 on logits of size 10).
     ids = torch.tensor([tokenizer.encode("The little bird sang a song to the sun every morning.")])
     with torch.no_grad():

@@ -30,11 +30,11 @@ class KVCache:
 
     Keys are stored after RoPE, so a decoding step rotates only its new key. All rows of
     a batch share one length (left padding keeps them aligned); ``key_mask`` marks the
-    slots that hold padding.
+    slots that contain padding.
 
     Attributes:
         keys, values: [batch_size, max_len, num_kv_heads, head_dim] buffers.
-        key_mask: [batch_size, max_len] bool, True where a slot holds a real token.
+        key_mask: [batch_size, max_len] bool, True where a slot contains a real token.
         length: slots filled so far.
         grow: when True, a write past ``max_len`` doubles the buffers instead of raising.
     """
@@ -88,14 +88,14 @@ class KVCache:
             )
         if keys.dtype != self.keys.dtype or keys.device != self.keys.device:
             raise ValueError(
-                f"keys are {keys.dtype} on {keys.device} but the cache holds {self.keys.dtype} on "
+                f"keys are {keys.dtype} on {keys.device} but the cache stores {self.keys.dtype} on "
                 f"{self.keys.device}; build the cache with the model's dtype and device"
             )
         new_length = self.length + keys.shape[1]
         if new_length > self.max_len:
             if not self.grow:
                 raise ValueError(
-                    f"the KV cache holds at most {self.max_len} tokens but {new_length} were requested; "
+                    f"the KV cache has room for at most {self.max_len} tokens but {new_length} were requested; "
                     "build it with a larger max_len or grow=True"
                 )
             self._resize(max(new_length, 2 * self.max_len))
@@ -119,8 +119,8 @@ def causal_mask(key_mask: torch.Tensor, query_len: int, sliding_window: int | No
     """Return the boolean attention mask [b, 1, s, t]: True where a query may attend.
 
     The s queries are the last s of the t key slots. A query attends to earlier and equal
-    slots that hold real tokens, and always to its own slot (see the module docstring).
-    With a sliding window w it sees only keys less than w slots back (Mistral's rule,
+    slots that contain real tokens, and always to its own slot (see the module docstring).
+    With a sliding window w it attends only to keys less than w slots back (Mistral's rule,
     query - key < w).
     """
     key_len = key_mask.shape[1]

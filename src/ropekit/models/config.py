@@ -45,7 +45,7 @@ class DecoderConfig:
         qkv_bias: biases on the q, k and v projections (Qwen2 uses them).
         output_bias: a bias on the attention output projection.
         mlp_bias: biases on the three MLP projections.
-        sliding_window: when set, attention sees only the last sliding_window positions.
+        sliding_window: when set, attention covers only the last sliding_window positions.
         sliding_window_layers: indices of the layers that use the sliding window; None
             means every layer (Mistral), a tuple selects some (Qwen2's layer_types).
     """
@@ -112,7 +112,7 @@ class DecoderConfig:
             raise ValueError("sliding_window_layers is set but sliding_window is None; set the window size too")
         invalid = [index for index in layers if not isinstance(index, int) or not 0 <= index < self.num_layers]
         if invalid:
-            raise ValueError(f"sliding_window_layers holds {invalid}, which are not layer indices in [0, {self.num_layers})")
+            raise ValueError(f"sliding_window_layers contains {invalid}, which are not layer indices in [0, {self.num_layers})")
 
     def window_of_layer(self, index: int) -> int | None:
         """Return the sliding window of layer ``index``, or None when it attends to everything."""
@@ -144,7 +144,7 @@ class DecoderConfig:
             if self.mla is not None:
                 raise ValueError("mla is set but attention is 'mha'; set attention='mla' to use it")
             return
-        if self.position_encoding not in ("rope", "none"):
+        if self.position_encoding != "rope":
             raise ValueError(
                 f"attention='mla' uses its own decoupled RoPE; position_encoding must be 'rope', "
                 f"got {self.position_encoding!r}"

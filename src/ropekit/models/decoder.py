@@ -151,6 +151,16 @@ class DecoderCache:
         """Return the cache bytes one token occupies across all layers."""
         return sum(layer.bytes_per_token() for layer in self.layers)
 
+    def check_room(self, new_tokens: int) -> None:
+        """Raise ValueError before any layer is touched when ``new_tokens`` would not fit."""
+        needed = self.length + new_tokens
+        for layer in self.layers:
+            if not layer.grow and needed > layer.max_len:
+                raise ValueError(
+                    f"the cache has room for {layer.max_len} tokens per row but {needed} are needed; "
+                    "build it with make_cache(..., max_len=larger) or grow=True"
+                )
+
 
 def _cache_nbytes(layer_cache: Any) -> int:
     if hasattr(layer_cache, "nbytes"):
@@ -274,6 +284,7 @@ class Decoder(nn.Module):
         key_mask = self._new_token_mask(input_ids, cache, attention_mask)
         positions = self._resolve_positions(input_ids, positions, cache, key_mask)
         if cache is not None:
+            cache.check_room(input_ids.shape[1])
             if key_mask is None:
                 key_mask = torch.ones(input_ids.shape, dtype=torch.bool, device=input_ids.device)
             cache.seen = cache.seen + key_mask.sum(dim=1)
@@ -341,6 +352,6 @@ class Decoder(nn.Module):
             steps = torch.arange(query_len, device=input_ids.device)
             return start[:, None] + steps[None, :]
         # Row r's real tokens get start[r], start[r] + 1, ...; padding slots reuse the
-        # neighbouring position, which no real query ever sees.
+        # neighbouring position, which no real query attends to.
         counted = key_mask.to(torch.long).cumsum(dim=1) - 1
         return start[:, None] + counted.clamp(min=0)

@@ -131,7 +131,7 @@ def safetensors_files(directory: Path) -> list[Path]:
     if others:
         return others
     pickles = sorted(path.name for path in directory.glob("*.bin")) + sorted(path.name for path in directory.glob("*.pt"))
-    hint = f" It holds {', '.join(pickles)}, which are pickle files that ropekit does not load." if pickles else ""
+    hint = f" It contains {', '.join(pickles)}, which are pickle files that ropekit does not load." if pickles else ""
     raise FileNotFoundError(
         f"no {SINGLE_FILE}, {INDEX_FILE} or other *.safetensors file in {directory}.{hint} "
         "Convert the weights to safetensors first."

@@ -110,7 +110,7 @@ class SentencePieceTokenizer:
     def _merge(self, symbols: list[list[int] | str]) -> list[int]:
         """Merge adjacent pieces by score; byte-fallback symbols never merge.
 
-        Symbols form a linked list; a heap holds candidate pairs ordered by (-score, left
+        Symbols form a linked list; a heap stores candidate pairs ordered by (-score, left
         index), and a popped pair is skipped when either side changed since it was pushed.
         """
         count = len(symbols)
@@ -233,7 +233,7 @@ class HFTokenizer:
 
     BOS and EOS come from tokenizer_config.json (``bos_token``, ``eos_token``) or config.json
     (``bos_token_id``, ``eos_token_id``). Whether encode adds BOS is decided by the
-    tokenizer's own post-processor; ``add_bos=False`` asks it to add no special tokens.
+    tokenizer's own post-processor; ``add_bos=False`` turns all special tokens off.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, bos_id: int | None = None, eos_id: int | None = None) -> None:

@@ -134,6 +134,19 @@ def test_fused_matches_reference_heads_table(backend, interleaved, dtype):
         assert torch.equal(k_out[..., rotary_dim:], k[..., rotary_dim:]), f"k pass-through changed, {case}"
 
 
+@pytest.mark.parametrize("q_heads, k_heads", [(128, 8), (128, 128)])
+def test_fused_many_heads(backend, q_heads, k_heads):
+    device = device_for(backend)
+    q, k = random_qk(1, 2, q_heads, k_heads, 128, torch.bfloat16, device)
+    cos, sin = tables(pair_angles(torch.arange(2, device=device) + 1000, 128), False)
+
+    q_out, k_out = rotate_qk(q, k, cos, sin, interleaved=False, backend=backend)
+
+    per_token_cos, per_token_sin = cos.expand(1, 2, 128), sin.expand(1, 2, 128)
+    assert_rotation_close(q_out, expected_rotation(q, per_token_cos, per_token_sin, False, 1), q, "q")
+    assert_rotation_close(k_out, expected_rotation(k, per_token_cos, per_token_sin, False, 1), k, "k")
+
+
 @LAYOUTS
 @pytest.mark.parametrize("seq_dim", [0, 1, 2])
 def test_fused_matches_reference_layouts(backend, interleaved, seq_dim):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ropekit.bench import add_timing_arguments, format_table, parse_dtypes, parse_list, write_json
+from ropekit.bench import add_timing_arguments, format_table, parse_dtypes, parse_list, positive_int, write_json
 
 logger = logging.getLogger("ropekit.bench.rope")
 
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated shapes: decode, prefill or BATCHxSEQxHEADSxHEAD_DIM (default decode,prefill)",
     )
     parser.add_argument(
-        "--kv-heads", type=int, default=None, help="key heads (GQA/MQA when fewer than the query heads; default: the query heads)"
+        "--kv-heads", type=positive_int, default=None, help="key heads (GQA/MQA when fewer than the query heads; default: the query heads)"
     )
     parser.add_argument(
         "--dtypes", type=parse_dtypes, default=["float32", "bfloat16"], help="comma-separated dtypes (default float32,bfloat16)"

@@ -10,12 +10,13 @@ Two entry points share one set of backends:
   itself, so no per-token table is materialised.
 
 In both, q and k are [batch, seq, heads, head_dim] (``seq_dim=1``), [batch, heads, seq,
-head_dim] (``seq_dim=2``) or packed [total_tokens, heads, head_dim] (``seq_dim=0``); q and k
-may have different head counts (GQA, MQA) and head sizes, must share dtype and device, and
-rotate their first ``rotary_dim`` channels (the rest pass through). The tables are in the
-layout given by ``interleaved``, with the attention scale already applied; the fused backends
-read only one copy of each pair angle (columns [0, rotary_dim / 2) of the half layout, the
-even columns of the interleaved layout), as ``ropekit.rope.apply_rotary`` documents the tables.
+head_dim] (``seq_dim=2``) or packed [total_tokens, heads, head_dim] (``seq_dim=0``). q and k
+may have different head counts (GQA, MQA) and head sizes, but must share dtype and device.
+Their first ``rotary_dim`` channels are rotated and the rest pass through. The tables are in
+the layout given by ``interleaved``, with the attention scale already applied. Because each
+pair angle appears twice in them (see ``ropekit.rope.apply_rotary``), the fused backends read
+one copy: columns [0, rotary_dim / 2) of the half layout, the even columns of the
+interleaved layout.
 
 Backends (each equals ``ropekit.rope.apply_rotary`` up to the rounding of its dtype):
 - ``"reference"``: ``ropekit.rope.apply_rotary``, plain torch autograd.
@@ -46,10 +47,10 @@ __all__ = ["BACKENDS", "apply_rotary_qk", "available_backends", "rotate_qk", "se
 
 
 def available_backends(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> list[str]:
-    """Return the backends that can run on ``device`` and ``dtype`` here; "auto" picks the first.
+    """Return the backends that can run on ``device`` and ``dtype`` here, in the order "auto" prefers them.
 
-    On the CPU the interpreted Triton kernel is listed after torch (it is for testing, and
-    slow); on CUDA the Triton kernel comes first.
+    On CUDA the Triton kernel comes first. On the CPU the interpreted Triton kernel comes
+    after torch, because the interpreter is slow and meant for tests.
     """
     device = torch.device(device)
     names = []
@@ -141,12 +142,13 @@ def apply_rotary_qk(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate q and k by cos and sin tables indexed by position; return (q, k) rotated.
 
-    cos and sin are [max_positions, rotary_dim]. Each token's position is, in order of
-    precedence: ``positions`` ([seq] shared by the batch, [batch, seq], or [total_tokens]
-    when packed) plus ``offset``; with ``cu_seqlens`` (packed input, ``seq_dim=0``) its index
-    within its own sequence plus ``offset``; else its index along seq plus ``offset``.
+    cos and sin are [max_positions, rotary_dim]. A token's position is ``offset`` plus:
+    - its entry of ``positions`` ([seq] shared by the batch, [batch, seq], or [total_tokens]
+      when packed), when given;
+    - with ``cu_seqlens`` (packed input, ``seq_dim=0``), its index within its own sequence;
+    - otherwise its index along seq.
     ``offset`` is an int, or a tensor with one value per batch row (per sequence when packed).
-    Every position must be a row of the table.
+    Every position must be a row of the table. positions and cu_seqlens exclude each other.
     """
     check_qk(q, k, seq_dim)
     check_tables(cos, sin, q, k)

@@ -1,8 +1,8 @@
 """CPU backend: a small C kernel, compiled on first use and called through ctypes.
 
-The kernel reads each q and k element once and writes it once: for every token it looks
-up that token's cos and sin row, rotates every head of q and then of k, and copies the
-pass-through channels when it writes to a new tensor. It takes any strides, so
+The kernel reads each q and k element once and writes it once. For every token it looks
+up that token's cos and sin row and rotates every head of q and then of k. When it writes
+to a new tensor, it also copies the pass-through channels. It takes any strides, so
 transposed or sliced views need no copy. Work is split over tokens between
 ``torch.get_num_threads()`` POSIX threads when a call is large enough to repay starting them.
 
@@ -38,8 +38,8 @@ logger = logging.getLogger("ropekit.kernels")
 # The dtypes the C kernel implements, with the code it expects in rope_job.dtype.
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float64: 2}
 
-# A call moving fewer elements than this per extra thread runs on one thread: starting a
-# POSIX thread costs tens of microseconds, about the time to rotate this many elements.
+# Elements of q and k per thread. Smaller calls use fewer threads, because starting a POSIX
+# thread costs tens of microseconds (an estimate), about the time to rotate this many elements.
 ELEMENTS_PER_THREAD = 1 << 16
 
 # -ffp-contract=off keeps a * b - c * d as two roundings, as torch's eager reference computes it.

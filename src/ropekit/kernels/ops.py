@@ -7,9 +7,9 @@ instead of tracing into ctypes or a Triton launch. ``RotateQK`` wraps them in a
 kernel with the angle negated (``conjugate=True``). The cos and sin tables are constants
 for autograd; callers that need gradients for them use the reference backend.
 
-Every operator takes q and k in the caller's layout (``seq_dim`` 0, 1 or 2), tables of
-``rotary_dim // 2`` columns in the compute dtype, and ``rows``, an int64 [batch, seq]
-tensor giving the table row of each token (for a packed input, batch is 1).
+Every operator takes q and k in the caller's layout (``seq_dim`` 0, 1 or 2) and tables of
+``rotary_dim // 2`` columns in the compute dtype. ``rows`` is an int64 [batch, seq] tensor
+with the table row of each token; a packed input has batch 1.
 """
 
 from __future__ import annotations

@@ -1,0 +1,81 @@
+"""`ropekit bench rope` end to end at a tiny shape, and the bench target registry."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+
+from ropekit.cli import main
+from ropekit.commands.bench import TARGETS
+
+
+def test_bench_rope_writes_table_and_json(tmp_path, capsys):
+    path = tmp_path / "out" / "rope.json"
+
+    status = main(
+        [
+            "bench", "rope", "--shapes", "2x3x4x8", "--kv-heads", "2", "--dtypes", "float32,bfloat16",
+            "--modes", "forward,forward+backward", "--peers", "copy,ropekit,transformers,flash-attn",
+            "--repeats", "2", "--warmup", "1", "--json", str(path),
+        ]
+    )  # fmt: skip
+
+    assert status == 0
+    table = capsys.readouterr().out
+    assert "x copy speed" in table
+    assert "x transformers eager" in table
+    report = json.loads(path.read_text())
+    rows = report["rows"]
+    assert len(rows) == 2 * 2 * 4  # dtypes x modes x peers
+    assert {row["shape"] for row in rows} == {"2x3x4x8"}
+    timed = [row for row in rows if row["status"] == "ok"]
+    assert len(timed) == 2 * 2 * 3
+    for row in timed:
+        assert row["ms"] > 0, row
+        assert row["gbps"] > 0, row
+        assert row["copy_ratio"] > 0, row
+        assert row["eager_ratio"] > 0, row
+    for row in timed:
+        if row["peer"] != "copy":
+            # The output of every timed peer was checked against a float64 rotation.
+            limit = 1e-5 if row["dtype"] == "float32" else 0.1
+            assert row["max_abs_error"] < limit, row
+
+
+def test_bench_rope_reports_skipped_peers_with_reason(tmp_path, capsys):
+    status = main(["bench", "rope", "--shapes", "1x2x2x4", "--dtypes", "float32", "--modes", "forward",
+                   "--peers", "liger", "--repeats", "1", "--warmup", "0", "--device", "cpu"])  # fmt: skip
+
+    assert status == 0
+    output = capsys.readouterr().out
+    assert "skipped: liger" in output
+    assert "CUDA" in output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--shapes", "2x3x4"], "invalid shape '2x3x4'"),
+        (["--shapes", "2x3x4x7"], "HEAD_DIM even"),
+        (["--dtypes", "float8"], "unknown dtype 'float8'"),
+        (["--modes", "backward"], "unknown mode 'backward'"),
+        (["--peers", "numpy"], "unknown peer 'numpy'"),
+        (["--repeats", "0"], "expected a positive integer"),
+        (["--kv-heads", "0"], "expected a positive integer"),
+    ],
+)
+def test_bench_rope_rejects_bad_options(arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "rope", *arguments])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_targets_follow_the_command_contract():
+    for name, (module_name, help_text) in TARGETS.items():
+        module = importlib.import_module(module_name)
+        assert callable(module.add_arguments), name
+        assert callable(module.run), name
+        assert help_text, name

@@ -7,8 +7,11 @@ checks the formula, not Microsoft's fitted numbers.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
+import pickle
 
 import pytest
 import torch
@@ -446,7 +449,16 @@ def test_config_scaling_is_read_only() -> None:
         config.scaling["factor"] = 3.0  # type: ignore[index]
 
 
-def test_scaling_type_names_cover_the_issue() -> None:
+@pytest.mark.parametrize("hf", [PHI3_MINI_128K, DEEPSEEK_V3], ids=["phi3", "deepseek-v3"])
+def test_config_pickles_copies_and_hashes(hf: dict) -> None:
+    config = RopeConfig.from_hf(hf)
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert copy.deepcopy(config) == config
+    assert hash(copy.deepcopy(config)) == hash(config)
+    assert RopeConfig(**dataclasses.asdict(config)) == config
+
+
+def test_builtin_scaling_types_registered() -> None:
     names = set(scaling_types())
     expected = {"default", "linear", "dynamic", "yarn", "llama3", "longrope", "deepseek_yarn", "ntk"}
     assert expected <= names

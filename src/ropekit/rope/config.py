@@ -6,8 +6,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 logger = logging.getLogger("ropekit.rope.config")
 
@@ -17,6 +16,26 @@ def _freeze(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(item) for item in value)
     return value
+
+
+class FrozenScaling(dict):
+    """A read-only dict of scaling parameters that can be hashed, pickled and deep-copied.
+
+    It subclasses dict so that ``json.dumps`` and ``dataclasses.asdict`` handle it like the
+    mapping it was built from. Every mutating method raises TypeError.
+    """
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("RopeConfig.scaling is read-only; build a new RopeConfig with another scaling")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+    def __reduce__(self) -> tuple:
+        return (FrozenScaling, (dict(self),))
 
 
 @dataclass(frozen=True)
@@ -173,7 +192,7 @@ def _normalize_scaling(config: RopeConfig) -> None:
     factor = spec.get("factor")
     if factor is not None and (not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 0):
         raise ValueError(f"scaling factor must be a positive number, got {factor!r}")
-    frozen = MappingProxyType({key: _freeze(value) for key, value in spec.items()})
+    frozen = FrozenScaling({key: _freeze(value) for key, value in spec.items()})
     object.__setattr__(config, "scaling", frozen)
     if scaling_type.validate is not None:
         scaling_type.validate(config)

@@ -219,6 +219,24 @@ def test_config_file_source(tmp_path):
     assert rope["inv_freq"] == pytest.approx([5000.0 ** (-2 * i / 16) for i in range(8)], rel=1e-12)
 
 
+def test_transformers_v5_rope_parameters(tmp_path):
+    config = {key: value for key, value in TINY_CONFIG.items() if key != "rope_theta"}
+    config["rope_parameters"] = {
+        "rope_type": "yarn",
+        "rope_theta": 1000000.0,
+        "factor": 4.0,
+        "original_max_position_embeddings": 512,
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    rope = inspect_source(path)["rope"]
+    reference, attention_factor = transformers_frequencies(config, seq_len=rope["context"])
+    assert rope["theta"] == 1000000.0
+    assert rope["context"] == 2048
+    assert torch.allclose(torch.tensor(rope["inv_freq"], dtype=torch.float64), reference.double(), rtol=1e-6, atol=0)
+    assert rope["attention_factor"] == pytest.approx(attention_factor, rel=1e-9)
+
+
 def test_directory_source_reads_config_json(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(TINY_CONFIG))
     source = load_source(tmp_path)

@@ -14,6 +14,7 @@ import importlib
 TARGETS: dict[str, tuple[str, str]] = {
     "rope": ("ropekit.bench.rope", "fused RoPE apply on q and k vs transformers, torch.compile and other peers"),
     "mla": ("ropekit.bench.mla", "MLA decode step, prefill and cache size vs transformers DeepseekV3Attention"),
+    "train": ("ropekit.bench.train", "training tokens/s of ropekit's decoder vs transformers LlamaForCausalLM"),
 }
 
 

@@ -65,15 +65,15 @@ def teardown_distributed(context: DistributedContext) -> None:
             dist.destroy_process_group()
 
 
-def broadcast_int(value: int, context: DistributedContext, device: torch.device) -> int:
+def broadcast_float(value: float, context: DistributedContext, device: torch.device) -> float:
     """Return rank 0's ``value`` on every rank."""
     if not context.enabled:
         return value
     import torch.distributed as dist
 
-    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
     dist.broadcast(tensor, src=0)
-    return int(tensor.item())
+    return float(tensor.item())
 
 
 def all_reduce_mean(value: torch.Tensor, context: DistributedContext) -> torch.Tensor:

@@ -24,15 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ropekit.study.batching import training_batch
-from ropekit.study.distributed import DistributedContext, all_reduce_mean, broadcast_int
+from ropekit.study.distributed import DistributedContext, all_reduce_mean, broadcast_float
 from ropekit.study.files import save_torch_atomic
 
 logger = logging.getLogger("ropekit.study.trainer")
-
-# Steps timed before a time budget is turned into a step count; the first step is not
-# timed because it pays one-off allocation costs.
-CALIBRATION_STEPS = 20
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -42,8 +37,10 @@ class TrainConfig:
         train_length: bytes per training sequence (the context length L).
         batch_size: sequences per optimizer step, summed over all distributed ranks.
         steps: optimizer steps; None when ``time_budget`` decides the count.
-        time_budget: seconds of training (evaluation excluded). The step count is
-            measured after the first steps and the run stops when the budget is spent.
+        time_budget: seconds of training (evaluation excluded). The cosine decay then
+            follows the elapsed fraction of the budget instead of the step count, and
+            the run stops at the first step that ends past the budget. Such a run is not
+            reproducible step for step, because its step count depends on the machine.
         learning_rate: peak learning rate of AdamW.
         min_learning_rate: learning rate at the end of the cosine decay.
         warmup_steps: steps of linear warmup from learning_rate / warmup_steps.
@@ -104,18 +101,24 @@ class TrainOutcome:
     curve: list[dict[str, float]] = field(default_factory=list)
 
 
-def learning_rate_at(step: int, total_steps: int, config: TrainConfig) -> float:
+def learning_rate_at(step: int, progress: float, config: TrainConfig) -> float:
     """Learning rate of 0-based ``step``: linear warmup, then cosine decay to the minimum.
 
-    Up to step warmup_steps the value does not depend on ``total_steps``, which lets a
-    time-budgeted run fix its step count during warmup.
+    ``progress`` in [0, 1] is how far the decay has gone: (step - warmup) / (steps -
+    warmup) for a run of fixed length, the elapsed fraction of the time budget otherwise.
     """
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
-    decay_steps = max(1, total_steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / decay_steps)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
     return config.min_learning_rate + (config.learning_rate - config.min_learning_rate) * cosine
+
+
+def decay_progress(step: int, train_seconds: float, config: TrainConfig) -> float:
+    """Return the ``progress`` argument of learning_rate_at for this run."""
+    if config.time_budget is not None:
+        return train_seconds / config.time_budget
+    assert config.steps is not None
+    return (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -174,7 +177,6 @@ class Trainer:
 
         # State that a checkpoint stores besides weights and optimizer moments.
         self.step = 0
-        self.total_steps = config.steps or 0
         self.train_seconds = 0.0
         self.curve: list[dict[str, float]] = []
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -187,8 +189,8 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
-            "total_steps": self.total_steps,
             "train_seconds": self.train_seconds,
+            "finished": self.finished(),
             "curve": list(self.curve),
             "loss_sum": self.loss_sum.cpu(),
             "loss_count": self.loss_count,
@@ -209,7 +211,6 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
-        self.total_steps = int(state["total_steps"])
         self.train_seconds = float(state["train_seconds"])
         self.curve = list(state["curve"])
         self.loss_sum = state["loss_sum"].to(self.device)
@@ -235,6 +236,12 @@ class Trainer:
 
     # Training ----------------------------------------------------------------------
 
+    def finished(self) -> bool:
+        """True once the run has taken all its steps or spent its time budget."""
+        if self.config.time_budget is not None:
+            return self.train_seconds >= self.config.time_budget
+        return self.step >= (self.config.steps or 0)
+
     def train_step(self) -> torch.Tensor:
         """Run one optimizer step; return the (local) mean loss."""
         config = self.config
@@ -249,7 +256,7 @@ class Trainer:
         )
         inputs, targets = inputs.to(self.device), targets.to(self.device)
 
-        learning_rate = learning_rate_at(self.step, self.total_steps, config)
+        learning_rate = learning_rate_at(self.step, decay_progress(self.step, self.train_seconds, config), config)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
 
@@ -268,79 +275,45 @@ class Trainer:
         self.network.train()
         bar = self._progress_bar()
         session_start = time.perf_counter()
-        session_seconds_before = self.train_seconds
-        calibration_start: float | None = None
-        calibration_from = self.step
+        seconds_before = self.train_seconds
 
-        while self.total_steps == 0 or self.step < self.total_steps:
+        while not self.finished():
             loss = self.train_step()
             self.loss_sum += loss.double()
             self.loss_count += 1
             self.step += 1
-            self.train_seconds = session_seconds_before + (time.perf_counter() - session_start)
-
+            elapsed = seconds_before + (time.perf_counter() - session_start)
             if config.time_budget is not None:
-                if self.total_steps == 0:
-                    calibration_start, calibration_from = self._calibrate(calibration_start, calibration_from, bar)
-                if self._budget_spent():
-                    if self.step < self.total_steps:
-                        self.log.warning(
-                            "%s: time budget of %.0f s spent at step %d of %d; the cosine decay stops early",
-                            self.name, config.time_budget, self.step, self.total_steps,
-                        )
-                    self.total_steps = self.step
+                # Every rank must see the same clock, which sets its learning rate and its last step.
+                elapsed = broadcast_float(elapsed, self.context, self.device)
+            previous_seconds, self.train_seconds = self.train_seconds, elapsed
 
-            if self.step % config.log_every == 0 or self.step == self.total_steps:
+            if self.step % config.log_every == 0 or self.finished():
                 self._record_loss()
-            if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < self.total_steps:
+            if config.checkpoint_every and self.step % config.checkpoint_every == 0 and not self.finished():
                 self.save_checkpoint()
             if bar is not None:
-                bar.update(1)
+                bar.update(1 if config.time_budget is None else min(elapsed, config.time_budget) - previous_seconds)
+                postfix = {"step": self.step}
                 if self.curve:
-                    bar.set_postfix(loss=f"{self.curve[-1]['loss']:.3f}", refresh=False)
+                    postfix["loss"] = f"{self.curve[-1]['loss']:.3f}"
+                bar.set_postfix(postfix, refresh=False)
 
         if bar is not None:
             bar.close()
         self.save_checkpoint()
         return self._outcome()
 
-    def _calibrate(self, start: float | None, start_step: int, bar: Any) -> tuple[float | None, int]:
-        """Turn the time budget into a step count once CALIBRATION_STEPS are timed."""
-        assert self.config.time_budget is not None
-        if start is None:
-            # Time from the end of the first step of this session.
-            return time.perf_counter(), self.step
-        timed_steps = self.step - start_step
-        if timed_steps < CALIBRATION_STEPS and self.step < max(self.config.warmup_steps, 2):
-            return start, start_step
-        seconds_per_step = (time.perf_counter() - start) / max(1, timed_steps)
-        remaining = max(0.0, self.config.time_budget - self.train_seconds)
-        estimate = self.step + int(remaining / seconds_per_step)
-        self.total_steps = broadcast_int(max(estimate, self.step), self.context, self.device)
-        self.log.info(
-            "%s: %.4f s per step; a budget of %.0f s allows %d steps",
-            self.name, seconds_per_step, self.config.time_budget, self.total_steps,
-        )
-        if bar is not None:
-            bar.total = self.total_steps
-            bar.refresh()
-        return start, start_step
-
-    def _budget_spent(self) -> bool:
-        assert self.config.time_budget is not None
-        spent = int(self.train_seconds >= self.config.time_budget)
-        # Every rank must stop at the same step; rank 0's clock decides.
-        return bool(broadcast_int(spent, self.context, self.device))
-
     def _record_loss(self) -> None:
         if self.loss_count == 0:
             return
         mean = all_reduce_mean(self.loss_sum / self.loss_count, self.context)
         tokens = self.step * self.config.batch_size * self.config.train_length
+        last_step = self.step - 1
         record = {
             "step": self.step,
             "loss": float(mean.item()),
-            "learning_rate": learning_rate_at(self.step - 1, max(self.total_steps, self.step), self.config),
+            "learning_rate": learning_rate_at(last_step, decay_progress(last_step, self.train_seconds, self.config), self.config),
             "seconds": self.train_seconds,
             "tokens": tokens,
         }
@@ -348,8 +321,8 @@ class Trainer:
         self.loss_sum.zero_()
         self.loss_count = 0
         self.log.info(
-            "%s: step %d/%d loss %.4f lr %.2e %.0f tokens/s",
-            self.name, self.step, self.total_steps, record["loss"], record["learning_rate"],
+            "%s: step %d loss %.4f lr %.2e %.1f s %.0f tokens/s",
+            self.name, self.step, record["loss"], record["learning_rate"], self.train_seconds,
             tokens / max(self.train_seconds, 1e-9),
         )
 
@@ -364,19 +337,25 @@ class Trainer:
         )
 
     def _progress_bar(self) -> Any:
+        """A bar over steps, or over seconds when a time budget sets the end."""
         if not self.progress:
             return None
         from tqdm.auto import tqdm
 
+        if self.config.time_budget is not None:
+            total, initial, unit = self.config.time_budget, min(self.train_seconds, self.config.time_budget), "s"
+        else:
+            total, initial, unit = self.config.steps, self.step, "step"
         return tqdm(
-            total=self.total_steps or None,
-            initial=self.step,
+            total=total,
+            initial=initial,
             desc=f"train {self.name}",
-            unit="step",
+            unit=unit,
             file=sys.stderr,
             dynamic_ncols=True,
             mininterval=0.5,
             leave=False,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}{postfix}]",
         )
 
 

@@ -1,0 +1,56 @@
+"""``ropekit bench train``: both peers train the same shape and the table compares them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from ropekit.bench.train import bench_training, build_llama  # noqa: E402
+from ropekit.cli import main  # noqa: E402
+from ropekit.study.runs import MODEL_SIZES, RunSpec, build_model  # noqa: E402
+
+
+def test_llama_peer_has_the_same_parameter_count():
+    ropekit_model = build_model(RunSpec("rope", "rope", "mha"), MODEL_SIZES["tiny"], 16, seed=0)
+    llama = build_llama(ropekit_model.config)
+    assert sum(p.numel() for p in llama.parameters()) == sum(p.numel() for p in ropekit_model.parameters())
+
+
+def test_llama_peer_computes_the_same_logits_from_the_same_weights():
+    # The shapes match only if the two models are the same function of the same weights.
+    ropekit_model = build_model(RunSpec("rope", "rope", "mha"), MODEL_SIZES["tiny"], 16, seed=0)
+    llama = build_llama(ropekit_model.config)
+    state = {f"model.{key}": value for key, value in ropekit_model.state_dict().items() if key != "lm_head.weight"}
+    missing, unexpected = llama.load_state_dict(state, strict=False)
+    assert not unexpected
+    assert set(missing) <= {"lm_head.weight"}
+    inputs = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(llama(input_ids=inputs).logits, ropekit_model(inputs), rtol=1e-4, atol=1e-4)
+
+
+def test_bench_rows_report_ratio_against_transformers():
+    rows = bench_training("tiny", 16, 2, torch.device("cpu"), warmup=1, repeats=2)
+    by_peer = {row["peer"]: row for row in rows}
+    assert set(by_peer) == {"ropekit", "transformers"}
+    assert by_peer["transformers"]["speedup"] == pytest.approx(1.0)
+    ratio = by_peer["ropekit"]["tokens_per_second"] / by_peer["transformers"]["tokens_per_second"]
+    assert by_peer["ropekit"]["speedup"] == pytest.approx(ratio)
+    for row in rows:
+        assert row["tokens_per_second"] == pytest.approx(2 * 16 / (row["ms"] * 1e-3))
+
+
+def test_bench_train_command_writes_json(tmp_path, capsys):
+    path = tmp_path / "train.json"
+    code = main(["bench", "train", "--model-size", "tiny", "--train-length", "16", "--batch-size", "2",
+                 "--repeats", "1", "--warmup", "0", "--device", "cpu", "--json", str(path)])  # fmt: skip
+    assert code == 0
+    output = capsys.readouterr().out
+    assert "transformers" in output
+    data = json.loads(path.read_text())
+    assert data["benchmark"] == "train"
+    assert [row["peer"] for row in data["rows"]] == ["ropekit", "transformers"]

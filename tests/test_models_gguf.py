@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ropekit
 from conftest import SHARED_DATA
@@ -213,6 +215,24 @@ def test_encode_equals_reference_merges(stories_model, text: str) -> None:
 def test_decode_inverts_encode(stories_model, text: str) -> None:
     _, _, tokenizer = stories_model
     assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+# Any text except U+2581, which SentencePiece itself uses for the space and so decodes as one.
+ROUND_TRIP_TEXT = st.text(alphabet=st.characters(blacklist_characters="\u2581", blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=ROUND_TRIP_TEXT)
+def test_decode_of_encode_is_identity(stories_model, text: str) -> None:
+    _, _, tokenizer = stories_model
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(alphabet="abcdeilnorst ,.\n", max_size=60))
+def test_heap_merges_equal_reference_merges(stories_model, text: str) -> None:
+    _, _, tokenizer = stories_model
+    assert tokenizer.encode(text) == (reference_encode(tokenizer, text) if text else [1])
 
 
 def test_newline_uses_byte_fallback(stories_model) -> None:

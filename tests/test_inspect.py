@@ -237,6 +237,16 @@ def test_transformers_v5_rope_parameters(tmp_path):
     assert rope["attention_factor"] == pytest.approx(attention_factor, rel=1e-9)
 
 
+def test_gpt_neox_field_names(tmp_path):
+    config = {key: value for key, value in TINY_CONFIG.items() if key != "rope_theta"}
+    config.update(model_type="gpt_neox", rotary_pct=0.25, rotary_emb_base=20000)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    rope = inspect_source(path)["rope"]
+    assert rope["rotary_dim"] == 4  # a quarter of head_dim 16
+    assert rope["theta"] == 20000.0
+
+
 def test_directory_source_reads_config_json(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(TINY_CONFIG))
     source = load_source(tmp_path)

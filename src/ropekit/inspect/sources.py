@@ -11,6 +11,9 @@ from typing import Any
 from ropekit.inspect.gguf_config import is_gguf_file, read_gguf_config
 from ropekit.inspect.presets import load_preset, preset_names
 
+# Older config.json names of RoPE fields (GPT-NeoX, Pythia) -> the names RopeConfig.from_hf reads.
+FIELD_ALIASES = {"rotary_pct": "partial_rotary_factor", "rotary_emb_base": "rope_theta"}
+
 # Fields without which no attention report can be made, with what each one is.
 REQUIRED_FIELDS = {
     "num_attention_heads": "the number of query heads",
@@ -112,6 +115,11 @@ def _validated(config: dict[str, Any], where: str) -> dict[str, Any]:
     for field, meaning in REQUIRED_FIELDS.items():
         if field not in config:
             raise ValueError(f"{where} is not a usable model config: the field {field!r} ({meaning}) is missing")
+
+    config = dict(config)
+    for old_name, new_name in FIELD_ALIASES.items():
+        if old_name in config and new_name not in config:
+            config[new_name] = config[old_name]
 
     # BERT-style configs name their position scheme; only a rotary one has RoPE to explain.
     embedding_type = config.get("position_embedding_type")

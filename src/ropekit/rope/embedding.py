@@ -89,65 +89,68 @@ class RotaryEmbedding(nn.Module):
                 f"positions must have shape [n_axes={self.config.n_axes}, ...] for this multi-axis config, "
                 f"got {tuple(positions.shape)}"
             )
-        cos_pairs, sin_pairs = self._pair_tables(positions, dtype)
+        return self._cos_sin(positions, dtype)
+
+    def _cos_sin(
+        self, positions: torch.Tensor, dtype: torch.dtype, bounds: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cos_pairs, sin_pairs = self._pair_tables(positions, dtype, bounds)
         return (
             expand_to_layout(cos_pairs, self.config.interleaved),
             expand_to_layout(sin_pairs, self.config.interleaved),
         )
 
-    def _pair_tables(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return cos and sin per channel pair, [..., r/2], for positions [(a,) ...]."""
-        frequency_set, seq_len = self._frequency_set(positions)
-        if frequency_set is None or torch.compiler.is_compiling():
+    def _pair_tables(
+        self, positions: torch.Tensor, dtype: torch.dtype, bounds: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return cos and sin per channel pair, [..., r/2], for positions [(a,) ...].
+
+        ``bounds`` is (smallest, largest) position when the caller knows them on the host;
+        otherwise they are read from the tensor, which waits for the device.
+        """
+        if torch.compiler.is_compiling():
+            # Traced graphs compute from float64 angles directly; mutating the cache here
+            # would be a Python side effect that torch.compile cannot capture.
+            if self._length_dependent:
+                seq_len = (positions.max() + 1).clamp(min=1)
+            else:
+                seq_len = positions.new_ones((), dtype=torch.int64)  # only its device is read
             return self._direct_pairs(positions, dtype, seq_len)
 
+        if bounds is None:
+            bounds = tuple(torch.stack(torch.aminmax(positions)).tolist()) if positions.numel() else (0, 0)
+        smallest, largest = bounds
+        seq_len = max(largest + 1, 1)
+        frequency_set = self._frequency_set(seq_len)
+        needed = max(abs(smallest), abs(largest)) + 1
+        if frequency_set is None or needed > self.max_cached_positions:
+            return self._direct_pairs(positions, dtype, torch.tensor(seq_len, device=positions.device))
+
+        table = self._table(positions.device, dtype, frequency_set, needed)
         if self.config.n_axes == 1:
-            return self._lookup(positions, dtype, frequency_set, slice(None))
+            return _lookup(table, positions, slice(None), smallest < 0)
         cos_blocks, sin_blocks = [], []
         for axis, block in enumerate(self._axis_blocks()):
-            cos_block, sin_block = self._lookup(positions[axis], dtype, frequency_set, block)
+            cos_block, sin_block = _lookup(table, positions[axis], block, smallest < 0)
             cos_blocks.append(cos_block)
             sin_blocks.append(sin_block)
         return torch.cat(cos_blocks, dim=-1), torch.cat(sin_blocks, dim=-1)
 
-    def _frequency_set(self, positions: torch.Tensor) -> tuple[str | None, torch.Tensor]:
-        """Name the cached frequency set for these positions (None: compute directly).
-
-        Also returns the current length (largest position + 1, at least 1) as a 0-d tensor.
-        """
+    def _frequency_set(self, seq_len: int) -> str | None:
+        """Name the cached frequency set for the current length, or None to compute directly."""
         if not self._length_dependent:
-            return "base", positions.new_ones((), dtype=torch.int64)  # the value is not read
-        seq_len = (positions.max() + 1).clamp(min=1) if positions.numel() else positions.new_ones(())
-        if torch.compiler.is_compiling():
-            return None, seq_len
-        length = int(seq_len)
+            return "base"
         if self.config.rope_type == "longrope":
-            original = self.config.scaling["original_max_position_embeddings"]
-            return ("long" if length > original else "short"), seq_len
+            return "long" if seq_len > self.config.scaling["original_max_position_embeddings"] else "short"
         if self.config.rope_type == "dynamic":
-            return ("base" if length <= self.config.max_position_embeddings else None), seq_len
-        return None, seq_len  # a registered length-dependent type: no cache
+            return "base" if seq_len <= self.config.max_position_embeddings else None
+        return None  # a registered length-dependent type: no cache
 
     def _representative_length(self, frequency_set: str) -> int:
+        """Return a current length that selects ``frequency_set``."""
         if frequency_set == "long":
             return self.config.scaling["original_max_position_embeddings"] + 1
         return 1
-
-    def _lookup(
-        self, positions: torch.Tensor, dtype: torch.dtype, frequency_set: str, block: slice
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        largest = int(positions.abs().max()) if positions.numel() else 0
-        if largest >= self.max_cached_positions:
-            length = torch.tensor(self._representative_length(frequency_set), device=positions.device)
-            cos, sin = self._direct_pairs(positions, dtype, length, axes=False)
-            return cos[..., block], sin[..., block]
-        cos_table, sin_table = self._table(positions.device, dtype, frequency_set, largest + 1)
-        index = positions.abs().long()
-        cos = cos_table[:, block][index]
-        sin = sin_table[:, block][index]
-        # cos(-a) = cos(a) and sin(-a) = -sin(a) hold exactly in floating point.
-        sin = torch.where((positions < 0).unsqueeze(-1), -sin, sin)
-        return cos, sin
 
     def _table(
         self, device: torch.device, dtype: torch.dtype, frequency_set: str, needed: int
@@ -223,6 +226,7 @@ class RotaryEmbedding(nn.Module):
                 dimension 0 and seq_dim must be 0 or left at its default.
         """
         check_qk(q, k, self.config.head_dim, cu_seqlens is not None, seq_dim)
+        bounds = None
         if cu_seqlens is not None:
             if positions is not None:
                 raise ValueError("pass either positions or cu_seqlens, not both; cu_seqlens restarts positions at 0")
@@ -231,11 +235,15 @@ class RotaryEmbedding(nn.Module):
             positions = packed_positions(cu_seqlens, q.shape[0], offset)
             kernel_seq_dim = 0
         else:
+            # Default positions with an int offset have bounds known on the host, so the
+            # common decoding call never waits for the device.
+            if positions is None and isinstance(offset, int) and q.shape[seq_dim] > 0:
+                bounds = (offset, offset + q.shape[seq_dim] - 1)
             positions = padded_positions(q, positions, offset, seq_dim, self.config.n_axes)
             kernel_seq_dim = seq_dim
 
         table_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-        cos, sin = self.cos_sin(positions, table_dtype)  # [s, r], [b, s, r] or [t, r]
+        cos, sin = self._cos_sin(positions, table_dtype, bounds)  # [s, r], [b, s, r] or [t, r]
         backend = self.backend
         if backend == "auto" and torch.compiler.is_compiling():
             # NOTE: the fused CPU kernel is called through ctypes, which torch.compile
@@ -265,6 +273,20 @@ class RotaryEmbedding(nn.Module):
         k_scale = expand_to_layout(zeta ** (-power), self.config.interleaved).to(compute_dtype)
         q_scale, k_scale = _heads_axis(q_scale, seq_dim), _heads_axis(k_scale, seq_dim)
         return _scale_rotary(q, q_scale, rotary_dim), _scale_rotary(k, k_scale, rotary_dim)
+
+
+def _lookup(
+    table: tuple[torch.Tensor, torch.Tensor], positions: torch.Tensor, block: slice, has_negative: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather the rows of ``positions`` from pair tables [n, r/2], restricted to ``block``."""
+    cos_table, sin_table = table
+    index = positions.abs() if has_negative else positions
+    cos = cos_table[:, block][index]
+    sin = sin_table[:, block][index]
+    if has_negative:
+        # cos(-a) = cos(a) and sin(-a) = -sin(a) hold exactly in floating point.
+        sin = torch.where((positions < 0).unsqueeze(-1), -sin, sin)
+    return cos, sin
 
 
 def _heads_axis(table: torch.Tensor, seq_dim: int) -> torch.Tensor:

@@ -289,3 +289,64 @@ def test_other_architecture_raises(tmp_path: Path) -> None:
     writer.close()
     with pytest.raises(ValueError, match="unsupported GGUF architecture 'gpt2'"):
         ropekit.load_model(path)
+
+
+def interleave_rows(weight: np.ndarray, heads: int) -> np.ndarray:
+    """Reorder q/k rows from the half layout to adjacent pairs, as a GGUF converter must.
+
+    In the half layout pair i of a head is rows (i, i + d/2); adjacent pairs put those two
+    rows next to each other.
+    """
+    head_dim = weight.shape[0] // heads
+    order = [
+        head * head_dim + offset + half
+        for head in range(heads)
+        for offset in range(head_dim // 2)
+        for half in (0, head_dim // 2)
+    ]
+    return weight[order]
+
+
+def test_converted_hf_model_equals_transformers(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=67, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 5000.0},
+    )
+    torch.manual_seed(0)
+    reference = transformers.LlamaForCausalLM(config).eval()
+    weights = {name: tensor.detach().numpy() for name, tensor in reference.state_dict().items()}
+
+    path = tmp_path / "converted.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(64)
+    writer.add_embedding_length(32)
+    writer.add_block_count(2)
+    writer.add_feed_forward_length(48)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(2)
+    writer.add_rope_dimension_count(8)
+    writer.add_rope_freq_base(5000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
+    writer.add_tensor("output_norm.weight", weights["model.norm.weight"])
+    writer.add_tensor("output.weight", weights["lm_head.weight"])
+    names = {"input_layernorm": "attn_norm", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down"}
+    for layer in range(2):
+        prefix = f"model.layers.{layer}."
+        writer.add_tensor(f"blk.{layer}.attn_q.weight", interleave_rows(weights[prefix + "self_attn.q_proj.weight"], 4))
+        writer.add_tensor(f"blk.{layer}.attn_k.weight", interleave_rows(weights[prefix + "self_attn.k_proj.weight"], 2))
+        for hf_name, gguf_name in names.items():
+            writer.add_tensor(f"blk.{layer}.{gguf_name}.weight", weights[prefix + hf_name + ".weight"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    model = ropekit.load_model(path)
+    input_ids = torch.randint(0, 67, (1, 15), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        difference = (model(input_ids) - reference(input_ids=input_ids).logits).abs().max().item()
+    assert difference <= 1e-4

@@ -67,6 +67,11 @@ CASES = {
         ),
     ),
     "mistral_sliding_window": ("MistralConfig", "MistralForCausalLM", tiny_fields(sliding_window=5)),
+    "qwen2_sliding_layer": (
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        tiny_fields(use_sliding_window=True, sliding_window=5, max_window_layers=1),
+    ),
     "qwen2_biases": ("Qwen2Config", "Qwen2ForCausalLM", tiny_fields(rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
     # Phi-3 is the dense RMSNorm + SwiGLU model of transformers 5.25 whose attention
     # supports partial_rotary_factor (Phi-4-mini uses 0.75); its fused qkv_proj and
@@ -120,6 +125,21 @@ def test_logits_equal_transformers_at_long_positions(tmp_path: Path) -> None:
         expected = reference(input_ids=input_ids, position_ids=position_ids).logits
         logits = model(input_ids, position_ids[0])
     assert (logits - expected).abs().max().item() <= 1e-4
+
+
+def test_left_padded_batch_equals_transformers(tmp_path: Path) -> None:
+    reference = save_tiny_model("llama", tmp_path)
+    input_ids = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(6))
+    attention_mask = torch.ones(2, 9, dtype=torch.long)
+    attention_mask[1, :4] = 0
+    # transformers numbers the real tokens of a left-padded row from 0 when given these ids.
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    model = ropekit.load_model(tmp_path)
+    with torch.no_grad():
+        expected = reference(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+        logits = model(input_ids, attention_mask=attention_mask)
+    real = attention_mask.bool()
+    assert (logits[real] - expected[real]).abs().max().item() <= 1e-4
 
 
 def test_sharded_checkpoint_loads(tmp_path: Path) -> None:

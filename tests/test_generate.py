@@ -173,3 +173,18 @@ def test_cli_hub_id_fails_without_output(tmp_path: Path, monkeypatch: pytest.Mon
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "looks like a Hugging Face Hub id" in captured.err
+
+
+def test_cli_mla_model_uses_latent_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ropekit.attention import MLAConfig
+
+    mla = MLAConfig(hidden_size=32, num_heads=4, q_lora_rank=None, kv_lora_rank=8, qk_nope_head_dim=8,
+                    qk_rope_head_dim=4, v_head_dim=8)
+    model = make_model(attention="mla", mla=mla, num_kv_heads=None)
+    directory = save_model(model, tmp_path / "mla", tokenizer=ByteTokenizer())
+    assert main(["generate", str(directory), "--prompt", "abc", "--max-new-tokens", "6"]) == 0
+    captured = capsys.readouterr()
+    expected = list(generate(model, list(b"abc"), max_new_tokens=6))
+    assert captured.out == ByteTokenizer().decode(list(b"abc") + expected)
+    # (kv_lora_rank 8 + rope key 4) float32 values in each of 2 layers.
+    assert "(96 bytes per token)" in captured.err

@@ -66,8 +66,10 @@ class SentencePieceTokenizer:
         self.bos_id, self.eos_id, self.unknown_id = bos_id, eos_id, unknown_id
         self.add_space_prefix = add_space_prefix
 
-        # Only normal and user-defined pieces take part in merges and character lookup;
-        # control tokens such as <s> must never come out of plain text.
+        # Only normal and user-defined pieces take part in merges and character lookup, so
+        # control tokens such as <s> never come out of plain text.
+        # NOTE: SentencePiece matches a multi-character user-defined piece whole before
+        # splitting; here it can only arise from merges, which may split it differently.
         self._piece_ids = {
             piece: index
             for index, (piece, kind) in enumerate(zip(self.tokens, self.token_types))

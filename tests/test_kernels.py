@@ -393,6 +393,26 @@ def test_fused_gradcheck(backend):
 # Dispatch, compile and errors ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "in_place"])
+def test_c_kernel_threads_split_tokens(inplace):
+    if not cpu_backend.available():
+        pytest.skip("the C kernel did not build on this machine")
+    batch, seq, heads, head_dim = 2, 65, 8, 128  # enough elements for more than one thread
+    q, k = random_qk(batch, seq, heads, heads // 4, head_dim, torch.float32, "cpu")
+    cos, sin = tables(pair_angles(torch.arange(seq), head_dim), False)
+    expected_q = expected_rotation(q, cos.expand(batch, seq, head_dim), sin.expand(batch, seq, head_dim), False, 1)
+    expected_k = expected_rotation(k, cos.expand(batch, seq, head_dim), sin.expand(batch, seq, head_dim), False, 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        q_out, k_out = rotate_qk(q.clone(), k.clone(), cos, sin, interleaved=False, inplace=inplace, backend="cpu")
+    finally:
+        torch.set_num_threads(threads)
+
+    assert_rotation_close(q_out, expected_q, q, "q")
+    assert_rotation_close(k_out, expected_k, k, "k")
+
+
 def test_auto_picks_c_kernel_on_cpu():
     q = torch.zeros(1, 2, 1, 4)
     expected = "cpu" if cpu_backend.available() else "torch"
@@ -481,6 +501,8 @@ def test_errors_name_the_argument():
         apply_rotary_qk(q[0], k[0], cos, sin, cu_seqlens=torch.tensor([0, 2]), seq_dim=0)
     with pytest.raises(TypeError, match="positions must be an integer tensor"):
         apply_rotary_qk(q, k, cos, sin, positions=torch.zeros(3))
+    with pytest.raises(ValueError, match="cannot be rotated in place"):
+        rotate_qk(q[:1].expand(4, -1, -1, -1), k[:1].expand(4, -1, -1, -1), cos, sin, interleaved=False, inplace=True)
     with pytest.raises(TypeError, match="interleaved must be a bool"):
         rotate_qk(q, k, cos, sin, interleaved=1)
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":

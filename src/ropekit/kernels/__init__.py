@@ -176,6 +176,9 @@ def rotate_rows(
         raise TypeError(f"interleaved must be a bool, got {interleaved!r}")
     if not isinstance(inplace, bool):
         raise TypeError(f"inplace must be a bool, got {inplace!r}")
+    if inplace:
+        check_writable(q, "q")
+        check_writable(k, "k")
     chosen = select_backend(q, k, backend, tables_require_grad=cos.requires_grad or sin.requires_grad)
     if chosen == "reference":
         return rotate_reference(q, k, cos[rows], sin[rows], interleaved, seq_dim, inplace)
@@ -246,6 +249,16 @@ def check_qk(q: torch.Tensor, k: torch.Tensor, seq_dim: int) -> None:
             f"q and k must have the same batch and sequence sizes, got q {tuple(q.shape)} and k {tuple(k.shape)} "
             f"with seq_dim={seq_dim}"
         )
+
+
+def check_writable(x: torch.Tensor, name: str) -> None:
+    """Raise ValueError when an in-place write would hit one element through several indices."""
+    for size, stride in zip(x.shape, x.stride()):
+        if size > 1 and stride == 0:
+            raise ValueError(
+                f"{name} is expanded (stride 0 over a dimension of size {size}), so it cannot be rotated in place; "
+                "pass inplace=False or a tensor with its own memory"
+            )
 
 
 def check_tables(cos: torch.Tensor, sin: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:

@@ -91,6 +91,14 @@ static inline uint16_t bf16_store(float value) {
 #define STORE_SAME(v) (v)
 #define CHUNK 16
 
+#if defined(__clang__)
+#define IGNORE_ASSUMED_DEPENDENCES _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define IGNORE_ASSUMED_DEPENDENCES _Pragma("GCC ivdep")
+#else
+#define IGNORE_ASSUMED_DEPENDENCES
+#endif
+
 /* On x86-64, build the contiguous loops for AVX2 as well and pick at load time (GCC and Clang). */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(ROPEKIT_NO_CLONES)
 #define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
@@ -103,8 +111,8 @@ static inline uint16_t bf16_store(float value) {
  * the half layout, first(i) = 2i and partner = 1 in the interleaved layout. The rotation by
  * angle a is (x1 cos a - x2 sin a, x2 cos a + x1 sin a); sin_row already carries the sign of
  * a (negated for the backward). Out-of-place calls write a fresh tensor, hence `restrict`.
- * In-place calls and strided heads load a chunk of pairs in full before storing any of it,
- * so every value is read before it is overwritten.
+ * Strided heads load a chunk of pairs in full before storing any of it, so an in-place
+ * call reads every value before it overwrites it.
  */
 #define DEFINE_KERNEL(NAME, T, C, LOAD, STORE)                                                   \
 VECTOR_CLONES static void NAME##_half(const T *restrict in, T *restrict out, const C *restrict c,              \
@@ -144,11 +152,35 @@ static void NAME##_chunked(const T *in, T *out, int64_t in_d, int64_t out_d,    
     }                                                                                            \
 }                                                                                                \
                                                                                                  \
+/* In place: iteration j reads and writes only its own pair, so no iteration depends on another. */ \
+VECTOR_CLONES static void NAME##_half_in_place(T *x, const C *restrict c, const C *restrict s,   \
+                                               int64_t half) {                                   \
+    IGNORE_ASSUMED_DEPENDENCES                                                                   \
+    for (int64_t j = 0; j < half; ++j) {                                                         \
+        const C x1 = LOAD(x[j]), x2 = LOAD(x[j + half]);                                         \
+        x[j] = STORE(x1 * c[j] - x2 * s[j]);                                                     \
+        x[j + half] = STORE(x2 * c[j] + x1 * s[j]);                                              \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+VECTOR_CLONES static void NAME##_pairs_in_place(T *x, const C *restrict c, const C *restrict s,  \
+                                                int64_t half) {                                  \
+    IGNORE_ASSUMED_DEPENDENCES                                                                   \
+    for (int64_t j = 0; j < half; ++j) {                                                         \
+        const C x1 = LOAD(x[2 * j]), x2 = LOAD(x[2 * j + 1]);                                    \
+        x[2 * j] = STORE(x1 * c[j] - x2 * s[j]);                                                 \
+        x[2 * j + 1] = STORE(x2 * c[j] + x1 * s[j]);                                             \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
 static void NAME##_head(const T *in, T *out, int64_t in_d, int64_t out_d, const C *cos_row,      \
                         const C *sin_row, int64_t half, int64_t step, int64_t partner) {         \
     if (in != out && in_d == 1 && out_d == 1) {                                                  \
         if (step == 1) NAME##_half(in, out, cos_row, sin_row, half);                             \
         else NAME##_pairs(in, out, cos_row, sin_row, half);                                      \
+    } else if (in_d == 1 && out_d == 1) {                                                        \
+        if (step == 1) NAME##_half_in_place(out, cos_row, sin_row, half);                        \
+        else NAME##_pairs_in_place(out, cos_row, sin_row, half);                                 \
     } else {                                                                                     \
         NAME##_chunked(in, out, in_d, out_d, cos_row, sin_row, half, step, partner);             \
     }                                                                                            \

@@ -250,7 +250,7 @@ COUNTING = (torch.arange(5000) % 256).to(torch.uint8)
 
 
 @pytest.mark.parametrize("length", [8, 9, 24])
-def test_sliding_windows_score_only_bytes_with_half_a_window_of_context(length):
+def test_sliding_scores_only_second_half(length):
     result = evaluate(
         PositionGatedOracle(gate=length // 2), COUNTING, length=length, protocol="sliding", max_tokens=10**6
     )
@@ -505,3 +505,53 @@ def test_ddp_two_processes_match_one_process(tmp_path, text_corpus):
     for expected_run, got_run in zip(single_results["runs"], ddp_results["runs"]):
         for expected_entry, got_entry in zip(expected_run["eval"], got_run["eval"]):
             assert got_entry["loss"] == pytest.approx(expected_entry["loss"], rel=1e-4), expected_run["name"]
+
+
+# Command line ------------------------------------------------------------------------
+
+
+def parse_study_args(*argv: str):
+    import argparse
+
+    from ropekit.commands import study
+
+    parser = argparse.ArgumentParser()
+    study.add_arguments(parser)
+    return study.options_from_args(parser.parse_args(list(argv)))
+
+
+def test_cli_quick_sets_small_study():
+    from ropekit.study.runner import QUICK
+
+    options = parse_study_args("--quick")
+    for key, value in QUICK.items():
+        assert getattr(options, key) == value, key
+
+
+def test_cli_explicit_flag_overrides_quick():
+    options = parse_study_args("--quick", "--steps", "7", "--encodings", "alibi, rope")
+    assert options.steps == 7
+    assert options.encodings == ("alibi", "rope")
+
+
+def test_cli_time_budget_replaces_steps():
+    options = parse_study_args("--time-budget", "170")
+    assert options.time_budget == 170.0
+    assert options.steps is None
+
+
+def test_cli_rejects_steps_with_time_budget(tmp_path, capsys):
+    from ropekit.cli import main
+
+    code = main(["study", "--steps", "5", "--time-budget", "3", "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "choose one" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_reports_missing_corpus(tmp_path, capsys):
+    from ropekit.cli import main
+
+    code = main(["study", "--corpus", str(tmp_path / "absent"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "not found" in capsys.readouterr().err

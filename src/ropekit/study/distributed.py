@@ -17,7 +17,7 @@ logger = logging.getLogger("ropekit.study.distributed")
 
 @dataclass(frozen=True)
 class DistributedContext:
-    """Where this process sits in the job."""
+    """Rank, local rank and number of processes of this process's job."""
 
     rank: int = 0
     local_rank: int = 0

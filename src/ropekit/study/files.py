@@ -1,6 +1,6 @@
 """Atomic file writing: a temporary file in the same folder, then os.replace.
 
-A reader, or a run killed at any moment, sees either the old file or the complete new
+A reader, or a run killed at any moment, finds either the old file or the complete new
 one, never a partial write.
 """
 

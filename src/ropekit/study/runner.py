@@ -103,6 +103,8 @@ class StudyOptions:
             raise ValueError(f"train_length must be at least 4 bytes, got {self.train_length}")
         if self.eval_tokens < 1:
             raise ValueError(f"eval_tokens must be positive, got {self.eval_tokens}")
+        # TrainConfig checks the training fields, so bad values fail before any work starts.
+        self.train_config()
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -128,7 +130,7 @@ class StudyOptions:
 
 @dataclass
 class StudyOutput:
-    """What run_study returns: the results document and the files it wrote."""
+    """Result of run_study: the results document, the output folder and the figures drawn."""
 
     results: dict[str, Any]
     out: Path

@@ -92,7 +92,7 @@ class TrainConfig:
 
 @dataclass
 class TrainOutcome:
-    """What a finished run reports."""
+    """Summary of a finished run."""
 
     steps: int
     train_seconds: float
@@ -129,7 +129,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device)
         {"params": decayed, "weight_decay": config.weight_decay},
         {"params": plain, "weight_decay": 0.0},
     ]
-    # The fused kernel is the fastest AdamW on CPU and CUDA in torch >= 2.4.
+    # fused=True updates all parameters in a few fused kernels instead of a loop over tensors.
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=config.betas, fused=device.type in ("cpu", "cuda"))
 
 
@@ -337,7 +337,7 @@ class Trainer:
         )
 
     def _progress_bar(self) -> Any:
-        """A bar over steps, or over seconds when a time budget sets the end."""
+        """Create a progress bar over steps, or over seconds when a time budget sets the end."""
         if not self.progress:
             return None
         from tqdm.auto import tqdm

@@ -188,6 +188,41 @@ def test_mrope_matches_transformers_qwen2_vl() -> None:
     assert torch.allclose(k_out, k_hf, rtol=0, atol=1e-5)
 
 
+def test_interleaved_mrope_matches_transformers_qwen3_vl() -> None:
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRotaryEmbedding, apply_rotary_pos_emb
+
+    parameters = {"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True, "rope_theta": 5e6}
+    text_config = transformers.Qwen3VLTextConfig(
+        hidden_size=128 * 4, num_attention_heads=4, head_dim=128, rope_parameters=parameters
+    )
+    hf_rotary = Qwen3VLTextRotaryEmbedding(text_config)
+    torch.manual_seed(7)
+    temporal = torch.tensor([0, 1, 2, 3, 3, 3, 3, 3, 3, 9])
+    height = torch.tensor([0, 1, 2, 3, 3, 3, 4, 4, 4, 9])
+    width = torch.tensor([0, 1, 2, 3, 4, 5, 3, 4, 5, 9])
+    positions = torch.stack((temporal, height, width)).unsqueeze(1)  # [3, b=1, s]
+    q, k = torch.randn(1, 4, 10, 128), torch.randn(1, 2, 10, 128)
+    cos, sin = hf_rotary(q, positions)
+    q_hf, k_hf = apply_rotary_pos_emb(q, k, cos, sin)
+
+    config = RopeConfig.from_hf(text_config.to_dict())
+    assert config.mrope_interleaved is True
+    q_out, k_out = RotaryEmbedding(config)(q, k, positions, seq_dim=2)
+    assert torch.allclose(q_out, q_hf, rtol=0, atol=1e-5)
+    assert torch.allclose(k_out, k_hf, rtol=0, atol=1e-5)
+
+
+def test_interleaved_mrope_pair_axes() -> None:
+    config = RopeConfig(head_dim=24, mrope_section=(4, 4, 4), mrope_interleaved=True)
+    assert config.pair_axes() == (0, 1, 2) * 4
+
+
+def test_interleaved_mrope_rejects_unfit_sections() -> None:
+    with pytest.raises(ValueError, match="interleaved assignment"):
+        RopeConfig(head_dim=24, mrope_section=(2, 6, 4), mrope_interleaved=True)
+
+
 @pytest.mark.parametrize("interleaved", LAYOUTS, ids=LAYOUT_IDS)
 def test_mrope_equal_axes_is_plain_rope(interleaved: bool) -> None:
     plain = RopeConfig(head_dim=16, interleaved=interleaved)

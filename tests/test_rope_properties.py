@@ -181,6 +181,19 @@ def test_compile_packed_fullgraph() -> None:
     assert torch.allclose(actual, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("interleaved_sections", [False, True], ids=["contiguous", "interleaved"])
+def test_compile_mrope_fullgraph(interleaved_sections: bool) -> None:
+    torch._dynamo.reset()
+    config = RopeConfig(head_dim=12, mrope_section=(2, 2, 2), mrope_interleaved=interleaved_sections)
+    embedding = RotaryEmbedding(config)
+    compiled = torch.compile(embedding, fullgraph=True, backend="aot_eager")
+    q = torch.randn(1, 5, 2, 12)
+    positions = torch.tensor([[0, 1, 2, 2, 2], [0, 1, 2, 3, 3], [0, 1, 2, 2, 3]])
+    expected, _ = embedding(q, q, positions)
+    actual, _ = compiled(q, q, positions)
+    assert torch.allclose(actual, expected, rtol=0, atol=1e-6)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["dynamic", "longrope"])
 def test_compile_inductor_equals_eager(name: str) -> None:

@@ -59,6 +59,9 @@ class RopeConfig:
         mrope_section: the frequency pairs taken from each position axis (temporal, height,
             width) in order, for multimodal RoPE as in Qwen2-VL. The sections sum to
             rotary_dim // 2, and positions then have shape [n_axes, ...].
+        mrope_interleaved: False for contiguous sections (Qwen2-VL, Qwen2.5-VL); True for
+            Qwen3-VL's assignment, where pair i belongs to axis a = i mod n_axes while
+            i < mrope_section[a] * n_axes, and to axis 0 otherwise.
         axial_dims: axial RoPE for images and video: the rotary channels given to each
             position axis, each axis with its own frequencies
             theta ** (-2i / axial_dims[a]); sums to rotary_dim. Positions then have shape
@@ -75,6 +78,7 @@ class RopeConfig:
     scaling: Mapping[str, Any] | None = None
     max_position_embeddings: int | None = None
     mrope_section: tuple[int, ...] | None = None
+    mrope_interleaved: bool = False
     axial_dims: tuple[int, ...] | None = None
     xpos_scale_base: float | None = None
 
@@ -109,6 +113,21 @@ class RopeConfig:
         """Number of position axes: 1, or the length of mrope_section or axial_dims."""
         sections = self.mrope_section or self.axial_dims
         return 1 if sections is None else len(sections)
+
+    def pair_axes(self) -> tuple[int, ...]:
+        """Return the position axis that drives each of the rotary_dim // 2 frequency pairs."""
+        pairs = self.rotary_dim // 2
+        if self.mrope_section is None and self.axial_dims is None:
+            return (0,) * pairs
+        sizes = self.mrope_section if self.mrope_section is not None else tuple(d // 2 for d in self.axial_dims)
+        if not self.mrope_interleaved:
+            return tuple(axis for axis, size in enumerate(sizes) for _ in range(size))
+
+        axes = [0] * pairs
+        for axis in range(1, len(sizes)):
+            for pair in range(axis, min(sizes[axis] * len(sizes), pairs), len(sizes)):
+                axes[pair] = axis
+        return tuple(axes)
 
     @classmethod
     def from_hf(cls, config: Mapping[str, Any] | str | Any) -> RopeConfig:
@@ -149,6 +168,19 @@ def _validate_axes(config: RopeConfig) -> None:
                 f"{config.rotary_dim // 2} frequency pairs"
             )
         object.__setattr__(config, "mrope_section", sections)
+    if not isinstance(config.mrope_interleaved, bool):
+        raise TypeError(f"mrope_interleaved must be a bool, got {config.mrope_interleaved!r}")
+    if config.mrope_interleaved:
+        if config.mrope_section is None:
+            raise ValueError("mrope_interleaved needs mrope_section; set both or neither")
+        axes = config.pair_axes()
+        counts = tuple(axes.count(axis) for axis in range(len(config.mrope_section)))
+        if counts != config.mrope_section:
+            raise ValueError(
+                f"mrope_section {config.mrope_section} does not fit the interleaved assignment over "
+                f"{config.rotary_dim // 2} pairs (it gives {counts}); each section a needs "
+                "section[a] * n_axes <= rotary_dim // 2"
+            )
     if config.axial_dims is not None:
         dims = tuple(config.axial_dims)
         if not dims or any(not isinstance(d, int) or d <= 0 or d % 2 for d in dims):

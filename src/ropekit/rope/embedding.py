@@ -128,13 +128,11 @@ class RotaryEmbedding(nn.Module):
 
         table = self._table(positions.device, dtype, frequency_set, needed)
         if self.config.n_axes == 1:
-            return _lookup(table, positions, slice(None), smallest < 0)
-        cos_blocks, sin_blocks = [], []
-        for axis, block in enumerate(self._axis_blocks()):
-            cos_block, sin_block = _lookup(table, positions[axis], block, smallest < 0)
-            cos_blocks.append(cos_block)
-            sin_blocks.append(sin_block)
-        return torch.cat(cos_blocks, dim=-1), torch.cat(sin_blocks, dim=-1)
+            return _lookup(table, positions, smallest < 0)
+        per_axis = [_lookup(table, positions[axis], smallest < 0) for axis in range(self.config.n_axes)]
+        cos = self._select_axes(torch.stack([cos for cos, _ in per_axis]))
+        sin = self._select_axes(torch.stack([sin for _, sin in per_axis]))
+        return cos, sin
 
     def _frequency_set(self, seq_len: int) -> str | None:
         """Name the cached frequency set for the current length, or None to compute directly."""
@@ -177,26 +175,22 @@ class RotaryEmbedding(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Compute cos and sin per pair from float64 angles; no cache.
 
-        With ``axes`` and a multi-axis config, positions are [a, ...] and each block of
-        pairs takes its angle from its own axis.
+        With ``axes`` and a multi-axis config, positions are [a, ...] and pair i takes its
+        angle from axis ``config.pair_axes()[i]``.
         """
         inv_freq, attention_scale = rope_frequencies(self.config, seq_len.reshape(()).to(positions.device))
         angles = positions.to(torch.float64).unsqueeze(-1) * inv_freq  # [(a,) ..., r/2]
         if axes and self.config.n_axes > 1:
-            blocks = [angles[axis][..., block] for axis, block in enumerate(self._axis_blocks())]
-            angles = torch.cat(blocks, dim=-1)
+            angles = self._select_axes(angles)
         cos = (angles.cos() * attention_scale).to(dtype)
         sin = (angles.sin() * attention_scale).to(dtype)
         return cos, sin
 
-    def _axis_blocks(self) -> list[slice]:
-        """Return the slice of pair indices that each position axis drives."""
-        if self.config.mrope_section is not None:
-            sizes = self.config.mrope_section
-        else:
-            sizes = tuple(dim // 2 for dim in self.config.axial_dims)
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        return [slice(start, start + size) for start, size in zip(starts, sizes)]
+    def _select_axes(self, per_axis: torch.Tensor) -> torch.Tensor:
+        """Return [..., r/2] from [a, ..., r/2], taking pair i from axis pair_axes[i]."""
+        index = torch.tensor(self.config.pair_axes(), device=per_axis.device)  # [r/2]
+        index = index.view((1,) * (per_axis.dim() - 1) + (-1,)).expand(1, *per_axis.shape[1:])
+        return per_axis.gather(0, index).squeeze(0)
 
     # Forward ----------------------------------------------------------------------------
 
@@ -276,13 +270,13 @@ class RotaryEmbedding(nn.Module):
 
 
 def _lookup(
-    table: tuple[torch.Tensor, torch.Tensor], positions: torch.Tensor, block: slice, has_negative: bool
+    table: tuple[torch.Tensor, torch.Tensor], positions: torch.Tensor, has_negative: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather the rows of ``positions`` from pair tables [n, r/2], restricted to ``block``."""
+    """Gather the rows of ``positions`` from pair tables [n, r/2]."""
     cos_table, sin_table = table
     index = positions.abs() if has_negative else positions
-    cos = cos_table[:, block][index]
-    sin = sin_table[:, block][index]
+    cos = cos_table[index]
+    sin = sin_table[index]
     if has_negative:
         # cos(-a) = cos(a) and sin(-a) = -sin(a) hold exactly in floating point.
         sin = torch.where((positions < 0).unsqueeze(-1), -sin, sin)

@@ -15,7 +15,8 @@ Keys read, as transformers 5.25 reads them:
 - ``original_max_position_embeddings`` at the top level (Phi-3) overrides the one in the
   scaling mapping for llama3, yarn and longrope, and ``max_position_embeddings`` fills it
   when both are absent;
-- ``mrope_section`` inside the scaling mapping (Qwen2-VL).
+- ``mrope_section`` and ``mrope_interleaved`` inside the scaling mapping (Qwen2-VL,
+  Qwen3-VL).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def rope_config_from_hf(config: Mapping[str, Any] | str | os.PathLike[str] | Any
     if partial is None:
         partial = values.get("partial_rotary_factor", 1.0)
     mrope_section = spec.pop("mrope_section", None)
-    spec.pop("mrope_interleaved", None)
+    mrope_interleaved = bool(spec.pop("mrope_interleaved", False))
     rotary_dim = int(head_dim * float(partial))
 
     max_length = values.get("max_position_embeddings")
@@ -72,6 +73,7 @@ def rope_config_from_hf(config: Mapping[str, Any] | str | os.PathLike[str] | Any
         scaling=scaling,
         max_position_embeddings=None if max_length is None else int(max_length),
         mrope_section=None if mrope_section is None else tuple(int(s) for s in mrope_section),
+        mrope_interleaved=mrope_interleaved,
     )
 
 

@@ -259,6 +259,14 @@ def test_from_hf_partial_factor_inside_rope_parameters() -> None:
     assert RopeConfig.from_hf(hf).rotary_dim == 40
 
 
+def test_from_hf_reads_gpt_neox_keys() -> None:
+    # Pythia-160m's keys, with the base set to 20000 so that it differs from the default.
+    hf = {"hidden_size": 768, "num_attention_heads": 12, "rotary_pct": 0.25, "rotary_emb_base": 20000}
+    config = RopeConfig.from_hf(hf)
+    assert config.rotary_dim == 16
+    assert config.theta == 20000.0
+
+
 def test_from_hf_top_level_original_length_wins() -> None:
     hf = {**PHI3_MINI_128K, "rope_scaling": {**PHI3_MINI_128K["rope_scaling"], "original_max_position_embeddings": 1}}
     assert RopeConfig.from_hf(hf).scaling["original_max_position_embeddings"] == 4096

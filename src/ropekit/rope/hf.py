@@ -1,13 +1,13 @@
 """Read the RoPE part of a Hugging Face model config (config.json) into a RopeConfig.
 
 Keys read, as transformers 5.25 reads them:
-- ``rope_theta`` at the top level or inside ``rope_parameters`` / ``rope_scaling``
-  (default 10000.0);
+- ``rope_theta`` at the top level or inside ``rope_parameters`` / ``rope_scaling``, else
+  GPT-NeoX's ``rotary_emb_base`` (default 10000.0);
 - the scaling mapping: transformers-v5 ``rope_parameters`` or legacy ``rope_scaling``,
   with the type under ``rope_type`` or ``type``; type "default" (and Qwen2-VL's "mrope")
   means no scaling;
-- ``partial_rotary_factor`` at the top level or inside the scaling mapping:
-  rotary_dim = int(head_dim * partial_rotary_factor);
+- ``partial_rotary_factor`` at the top level or inside the scaling mapping, else
+  GPT-NeoX's ``rotary_pct``: rotary_dim = int(head_dim * partial_rotary_factor);
 - ``head_dim``, else ``hidden_size // num_attention_heads``;
 - DeepSeek's MLA keys: ``qk_rope_head_dim`` is the rotated part of each head, so it
   becomes both head_dim and rotary_dim, and ``rope_interleave`` (default True for these
@@ -55,10 +55,10 @@ def rope_config_from_hf(config: Mapping[str, Any] | str | os.PathLike[str] | Any
     spec = _scaling_mapping(values)
     theta = spec.pop("rope_theta", None)
     if theta is None:
-        theta = values.get("rope_theta", 10000.0)
+        theta = _first_present(values, ("rope_theta", "rotary_emb_base"), 10000.0)
     partial = spec.pop("partial_rotary_factor", None)
     if partial is None:
-        partial = values.get("partial_rotary_factor", 1.0)
+        partial = _first_present(values, ("partial_rotary_factor", "rotary_pct"), 1.0)
     mrope_section = spec.pop("mrope_section", None)
     mrope_interleaved = bool(spec.pop("mrope_interleaved", False))
     rotary_dim = int(head_dim * float(partial))
@@ -93,6 +93,14 @@ def _load(config: Any) -> dict[str, Any]:
     raise TypeError(
         f"config must be a dict, a path to config.json or a transformers config, got {type(config).__name__}"
     )
+
+
+def _first_present(values: Mapping[str, Any], keys: tuple[str, ...], default: Any) -> Any:
+    """Return the value of the first key in ``keys`` that is set and not None, else ``default``."""
+    for key in keys:
+        if values.get(key) is not None:
+            return values[key]
+    return default
 
 
 def _head_dim(values: Mapping[str, Any]) -> int:

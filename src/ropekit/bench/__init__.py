@@ -67,7 +67,7 @@ def parse_dtypes(text: str) -> list[str]:
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
     """Format rows as an aligned text table.
 
-    ``columns`` holds (key, header, format spec) triples; a missing or None value prints as "-".
+    ``columns`` contains (key, header, format spec) triples. A missing or None value prints as "-".
     """
     cells = [[header for _, header, _ in columns]]
     for row in rows:

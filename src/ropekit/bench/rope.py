@@ -2,9 +2,9 @@
 
 Every implementation is timed in one process on the same random q and k, for each shape,
 dtype and mode (forward, or forward+backward). A row reports the median milliseconds after
-warm-up, the GB/s of q and k read and written, the speed relative to copying q and k (the
-memory-bandwidth floor, so 1.0 means as fast as a copy) and the speedup over transformers'
-eager ``apply_rotary_pos_emb``. Each peer's output is also checked against a float64
+warm-up and the GB/s of q and k read and written. It also reports the speed relative to
+copying q and k, the memory-bandwidth floor, so 1.0 means as fast as a copy. The last ratio
+is the speedup over transformers' eager ``apply_rotary_pos_emb``. Each peer's output is also checked against a float64
 reference, so a fast but wrong peer shows up in the max_abs_error column.
 
 Each peer receives q and k in its own native layout and its own table format: transformers
@@ -49,7 +49,7 @@ COLUMNS = (
 
 
 class PeerSkipped(Exception):
-    """Raised by a peer that cannot run here (not installed, needs CUDA); the message says why."""
+    """Raised by a peer that cannot run here (not installed, or needs CUDA); the message gives the reason."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -391,7 +391,7 @@ def load_library() -> ctypes.CDLL | None:
     return library
 
 
-# torch.compile treats the answer as a constant of the traced graph instead of tracing the build.
+# torch.compile treats the result as a constant of the traced graph instead of tracing the build.
 @torch.compiler.assume_constant_result
 def available() -> bool:
     return load_library() is not None

@@ -1,8 +1,8 @@
 """GPU backend: one Triton kernel rotates q and k.
 
-Grid: axis 0 is the token (batch * seq); axis 1 walks blocks of BLOCK_H heads, the q blocks
-first and then the k blocks, so q and k of one token share one launch and any head count
-works (GQA and MQA included). Each program loads its token's cos and sin row once
+Grid: axis 0 is the token (batch * seq). Axis 1 walks blocks of BLOCK_H heads, the q blocks
+first and then the k blocks, so one launch covers q and k, and any head count works (GQA and
+MQA included). Each program loads its token's cos and sin row once
 (a float32 table, or float64 for float64 inputs) and rotates BLOCK_H heads x half pairs
 in that precision; with ``copy_tail`` it also copies the channels past rotary_dim.
 Every tensor is addressed through its strides, so transposed and sliced views are read
@@ -42,7 +42,7 @@ def available_for(device: torch.device) -> bool:
     return device.type == "cpu" and interpreter_enabled()
 
 
-# torch.compile treats the answer as a constant of the traced graph.
+# torch.compile treats the result as a constant of the traced graph.
 @torch.compiler.assume_constant_result
 def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
@@ -187,8 +187,8 @@ def compiled_kernel() -> object:
 def block_sizes(half: int, q: torch.Tensor, k: torch.Tensor) -> tuple[int, int, int]:
     """Return (BLOCK_H, BLOCK_P, BLOCK_T) for ``half`` pairs and the tails of q and k."""
     block_pairs = triton.next_power_of_2(max(half, 1))
-    most_heads = max(q.shape[2], k.shape[2], 1)
-    block_heads = max(1, min(triton.next_power_of_2(most_heads), BLOCK_ELEMENTS // block_pairs))
+    max_heads = max(q.shape[2], k.shape[2], 1)
+    block_heads = max(1, min(triton.next_power_of_2(max_heads), BLOCK_ELEMENTS // block_pairs))
     longest_tail = max(q.shape[3], k.shape[3]) - 2 * half
     block_tail = min(triton.next_power_of_2(max(longest_tail, 1)), 64)
     return block_heads, block_pairs, block_tail

@@ -134,6 +134,21 @@ def test_rerotate_changes_scaling_without_prefill() -> None:
     assert torch.allclose(converted, expected, rtol=0, atol=1e-12)
 
 
+def test_rerotate_uses_long_factors_past_original_length() -> None:
+    config = RopeConfig(
+        head_dim=8,
+        scaling={
+            "rope_type": "longrope", "short_factor": [1.0, 1.0, 2.0, 2.0], "long_factor": [1.0, 4.0, 16.0, 64.0],
+            "original_max_position_embeddings": 16, "factor": 4.0,
+        },
+    )
+    k = torch.randn(1, 40, 1, 8, dtype=torch.float64)
+    _, rotated = RotaryEmbedding(config)(k, k)  # 40 > 16 positions: long factors
+    _, expected = RotaryEmbedding(config)(k, k, offset=3)
+    moved = rerotate(rotated, 3, config, seq_len=43)
+    assert torch.allclose(moved, expected, rtol=0, atol=1e-12)
+
+
 def test_rerotate_rejects_float_delta() -> None:
     with pytest.raises(TypeError, match="delta"):
         rerotate(torch.randn(2, 8), 1.5, RopeConfig(head_dim=8))  # type: ignore[arg-type]

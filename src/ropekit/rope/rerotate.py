@@ -18,6 +18,7 @@ def rerotate(
     *,
     positions: torch.Tensor | None = None,
     to_config: RopeConfig | None = None,
+    seq_len: int | None = None,
 ) -> torch.Tensor:
     """Rotate already-rotated keys (or queries) as if their positions moved by ``delta``.
 
@@ -38,6 +39,8 @@ def rerotate(
         config: the RoPE the keys were rotated with.
         positions: integer tensor broadcastable to x.shape[:-1]; required with to_config.
         to_config: the RoPE the keys should carry afterwards.
+        seq_len: the current length that selected the frequencies of the length-dependent
+            scalings ("dynamic", "longrope"); None means the trained length.
     """
     if not isinstance(config, RopeConfig):
         raise TypeError(f"config must be a RopeConfig, got {type(config).__name__}")
@@ -50,7 +53,7 @@ def rerotate(
             "rerotate supports plain one-axis RoPE; configs with mrope_section, axial_dims or xPos are not supported"
         )
     delta_tensor = _integer_tensor("delta", delta, x)
-    old_inv_freq, old_scale = rope_frequencies(config)
+    old_inv_freq, old_scale = rope_frequencies(config, seq_len)
     old_inv_freq = old_inv_freq.to(x.device)
 
     if to_config is None:
@@ -63,7 +66,7 @@ def rerotate(
         if positions is None:
             raise ValueError("to_config needs positions (the positions the keys were rotated at)")
         position_tensor = _integer_tensor("positions", positions, x).to(torch.float64).unsqueeze(-1)
-        new_inv_freq, new_scale = rope_frequencies(to_config)
+        new_inv_freq, new_scale = rope_frequencies(to_config, seq_len)
         new_inv_freq = new_inv_freq.to(x.device)
         angles = (position_tensor + delta_tensor.to(torch.float64).unsqueeze(-1)) * new_inv_freq
         angles = angles - position_tensor * old_inv_freq

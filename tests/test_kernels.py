@@ -457,14 +457,13 @@ def test_c_kernel_failed_build_logs_once(monkeypatch, tmp_path, caplog):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "in_place"])
-def test_fused_under_torch_compile(inplace):
-    if not cpu_backend.available():
-        pytest.skip("the C kernel did not build on this machine")
-    q, k = random_qk(2, 4, 3, 1, 8, torch.float32, "cpu")
-    cos, sin = tables(pair_angles(torch.arange(4), 8), False)
+def test_fused_under_torch_compile(backend, inplace):
+    device = device_for(backend)
+    q, k = random_qk(2, 4, 3, 1, 8, torch.float32, device)
+    cos, sin = tables(pair_angles(torch.arange(4, device=device), 8), False)
 
     def attention_inputs(q_input: torch.Tensor, k_input: torch.Tensor) -> torch.Tensor:
-        q_rotated, k_rotated = rotate_qk(q_input * 2, k_input * 2, cos, sin, interleaved=False, inplace=inplace, backend="cpu")
+        q_rotated, k_rotated = rotate_qk(q_input * 2, k_input * 2, cos, sin, interleaved=False, inplace=inplace, backend=backend)
         return q_rotated.sum(dim=2) + k_rotated.sum(dim=2)
 
     compiled = torch.compile(attention_inputs, backend="aot_eager", fullgraph=True)

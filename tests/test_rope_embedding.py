@@ -371,6 +371,11 @@ def embedding() -> RotaryEmbedding:
     return RotaryEmbedding(_config())
 
 
+def test_rejects_unknown_backend() -> None:
+    with pytest.raises(ValueError, match="'fastest'"):
+        RotaryEmbedding(_config(), backend="fastest")
+
+
 def test_rejects_wrong_head_dim(embedding: RotaryEmbedding) -> None:
     q = torch.randn(1, 3, 2, 12)
     with pytest.raises(ValueError, match="head_dim = 10"):

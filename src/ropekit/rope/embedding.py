@@ -22,7 +22,7 @@ import logging
 import torch
 from torch import nn
 
-from ropekit.kernels import rotate_qk
+from ropekit.kernels import BACKENDS, rotate_qk
 from ropekit.rope.apply import expand_to_layout
 from ropekit.rope.config import RopeConfig
 from ropekit.rope.frequencies import rope_frequencies
@@ -59,8 +59,8 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         if not isinstance(config, RopeConfig):
             raise TypeError(f"config must be a RopeConfig, got {type(config).__name__}")
-        if not isinstance(backend, str):
-            raise TypeError(f"backend must be a string such as 'auto' or 'reference', got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.config = config
         self.backend = backend
         self._length_dependent = config.axial_dims is None and get_scaling_type(config.rope_type).depends_on_length

@@ -314,6 +314,17 @@ def test_angle_error_at_one_million() -> None:
     assert error <= 1e-6
 
 
+@pytest.mark.parametrize("interleaved", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("offset", [2**24 + 3, 10_000_000, -(2**25)], ids=["2^24+3", "1e7", "-2^25"])
+def test_extreme_positions_match_reference(interleaved: bool, offset: int) -> None:
+    torch.manual_seed(8)
+    config = _config(interleaved, head_dim=64, theta=500000.0)
+    q = torch.randn(1, 3, 2, 64)
+    q_out, _ = RotaryEmbedding(config)(q, q, offset=offset)
+    expected = _reference(q, torch.arange(offset, offset + 3).view(1, 3, 1), config)
+    assert _max_error(q_out, expected) <= FLOAT32_TOLERANCE
+
+
 # Scaling types inside the module ------------------------------------------------------
 
 

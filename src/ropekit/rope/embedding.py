@@ -230,7 +230,7 @@ class RotaryEmbedding(nn.Module):
             kernel_seq_dim = 0
         else:
             # Default positions with an int offset have bounds known on the host, so the
-            # common decoding call never waits for the device.
+            # table lookup reads no position back from the device.
             if positions is None and isinstance(offset, int) and q.shape[seq_dim] > 0:
                 bounds = (offset, offset + q.shape[seq_dim] - 1)
             positions = padded_positions(q, positions, offset, seq_dim, self.config.n_axes)

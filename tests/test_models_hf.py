@@ -274,3 +274,30 @@ def test_hub_id_is_not_downloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_missing_path_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         ropekit.load_model(tmp_path / "absent")
+
+
+def qwen2_values(**changes) -> dict:
+    values = dict(model_type="qwen2", **tiny_fields(num_hidden_layers=4))
+    values.update(changes)
+    return values
+
+
+def test_qwen2_window_needs_use_sliding_window() -> None:
+    from ropekit.models.hf import decoder_config_from_hf
+
+    values = qwen2_values(sliding_window=8, use_sliding_window=False, layer_types=["sliding_attention"] * 4)
+    assert decoder_config_from_hf(values).sliding_window is None
+
+
+def test_qwen2_window_from_max_window_layers() -> None:
+    from ropekit.models.hf import decoder_config_from_hf
+
+    config = decoder_config_from_hf(qwen2_values(sliding_window=8, use_sliding_window=True, max_window_layers=2))
+    assert [config.window_of_layer(index) for index in range(4)] == [None, None, 8, 8]
+
+
+def test_non_silu_activation_raises() -> None:
+    from ropekit.models.hf import decoder_config_from_hf
+
+    with pytest.raises(ValueError, match="gelu"):
+        decoder_config_from_hf(dict(model_type="llama", hidden_act="gelu", **tiny_fields()))

@@ -98,17 +98,20 @@ def _sliding_window(values: Mapping[str, Any], model_type: str) -> tuple[int | N
     window = values.get("sliding_window")
     if model_type == "llama" or window is None:
         return None, None
+    if model_type != "qwen2":
+        return int(window), None
+
+    # Qwen2Config drops the window unless use_sliding_window is set, whatever layer_types
+    # says; without layer_types, layers from max_window_layers (default 28) on use it.
+    if not values.get("use_sliding_window", False):
+        return None, None
     layer_types = values.get("layer_types")
-    if model_type == "qwen2":
-        if layer_types is None:
-            if not values.get("use_sliding_window", False):
-                return None, None
-            # Older Qwen2 configs: layers from max_window_layers on use the window.
-            first = int(values.get("max_window_layers", 0))
-            return int(window), tuple(range(first, int(values["num_hidden_layers"])))
+    if layer_types is None:
+        first = int(values.get("max_window_layers", 28))
+        sliding = tuple(range(first, int(values["num_hidden_layers"])))
+    else:
         sliding = tuple(index for index, kind in enumerate(layer_types) if kind == "sliding_attention")
-        return (int(window), sliding) if sliding else (None, None)
-    return int(window), None
+    return (int(window), sliding) if sliding else (None, None)
 
 
 def safetensors_files(directory: Path) -> list[Path]:

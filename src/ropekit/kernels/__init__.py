@@ -36,6 +36,7 @@ from __future__ import annotations
 import torch
 
 from ropekit.kernels import cpu_backend, triton_backend
+from ropekit.kernels.ops import RotateQK
 
 BACKENDS = ("auto", "reference", "torch", "cpu", "triton")
 
@@ -189,8 +190,6 @@ def rotate_rows(
     columns = slice(0, 2 * half, 2) if interleaved else slice(0, half)
     half_cos = cos[:, columns].detach().to(compute_dtype)
     half_sin = sin[:, columns].detach().to(compute_dtype)
-    from ropekit.kernels.ops import RotateQK
-
     return RotateQK.apply(q, k, half_cos, half_sin, rows, seq_dim, interleaved, inplace, chosen)
 
 

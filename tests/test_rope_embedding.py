@@ -246,6 +246,15 @@ def test_cache_immune_to_autocast() -> None:
     assert torch.equal(before[1], inside[1])
 
 
+def test_forward_under_autocast_equals_plain() -> None:
+    q, k = torch.randn(2, 7, 3, 64), torch.randn(2, 7, 1, 64)
+    expected_q, expected_k = RotaryEmbedding(_config(head_dim=64))(q, k, offset=999)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual_q, actual_k = RotaryEmbedding(_config(head_dim=64))(q, k, offset=999)
+    assert torch.equal(actual_q, expected_q)
+    assert torch.equal(actual_k, expected_k)
+
+
 def test_cache_rebuild_keeps_earlier_values() -> None:
     embedding = RotaryEmbedding(_config(head_dim=64))
     small = _tables(embedding, torch.arange(10))

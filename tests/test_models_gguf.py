@@ -350,3 +350,16 @@ def test_converted_hf_model_equals_transformers(tmp_path: Path) -> None:
     with torch.no_grad():
         difference = (model(input_ids) - reference(input_ids=input_ids).logits).abs().max().item()
     assert difference <= 1e-4
+
+
+def test_mixture_of_experts_gguf_raises(tmp_path: Path) -> None:
+    path = tmp_path / "moe.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_expert_count(8)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match="mixture-of-experts"):
+        ropekit.load_model(path)

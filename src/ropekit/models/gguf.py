@@ -70,6 +70,8 @@ def decoder_config_from_gguf(reader: Any, path: Path) -> DecoderConfig:
     architecture = _field(reader, "general.architecture")
     if architecture != "llama":
         raise ValueError(f"unsupported GGUF architecture {architecture!r} in {path}; ropekit loads 'llama' GGUF files")
+    if int(_field(reader, "llama.expert_count", 0) or 0) > 0:
+        raise ValueError(f"{path} is a mixture-of-experts llama model (llama.expert_count > 0), which ropekit does not load")
     hidden_size = int(_required(reader, "llama.embedding_length", path))
     num_heads = int(_required(reader, "llama.attention.head_count", path))
     head_dim = int(_field(reader, "llama.attention.key_length", hidden_size // num_heads))

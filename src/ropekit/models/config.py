@@ -232,7 +232,7 @@ def _llama_intermediate_size(hidden_size: int) -> int:
     """Return 2/3 of 4 * hidden_size rounded up to a multiple of 8.
 
     SwiGLU has three matrices instead of two, so LLaMA shrinks the MLP width by 2/3 to keep
-    the parameter count of a 4x GELU MLP (Touvron et al. 2023, section 2.2).
+    the parameter count of a 4x GELU MLP (Touvron et al. 2023, "LLaMA").
     """
     width = int(2 * 4 * hidden_size / 3)
     return 8 * ((width + 7) // 8)

@@ -173,7 +173,7 @@ class Decoder(nn.Module):
 
     Build it from a DecoderConfig. Weights start from N(0, 0.02), with the output
     projections of attention and MLP scaled by 1 / sqrt(2 * num_layers) (GPT-2, Radford et
-    al. 2019, section 2.3) so the residual stream does not grow with depth.
+    al. 2019) so the residual stream does not grow with depth.
     """
 
     def __init__(self, config: DecoderConfig) -> None:

@@ -1,7 +1,7 @@
 """Explain a model's RoPE configuration and attention cache before spending a run on it.
 
 ``inspect_source(source)`` reads a config.json, a model directory, a GGUF file or a
-bundled preset and returns the report that ``ropekit inspect`` prints. The report holds
+bundled preset and returns the report that ``ropekit inspect`` prints. The report contains
 the RoPE parameters, the wavelength of every rotary pair, the context lengths, the
 attention factor, the softmax scale and the KV-cache size per token against MHA, GQA
 and MQA.

@@ -52,7 +52,7 @@ FREQ_FACTORS_TENSOR = "rope_freqs.weight"
 
 @dataclass(frozen=True)
 class GGUFConfig:
-    """What a GGUF file says about attention and RoPE.
+    """The attention and RoPE description read from a GGUF file.
 
     Attributes:
         architecture: the ``general.architecture`` value, for example "llama".
@@ -179,7 +179,7 @@ def _add_rope_fields(config: dict[str, Any], metadata: dict[str, Any], architect
     if log_multiplier is not None:
         # llama.cpp's converter stores 0.1 * mscale_all_dim for DeepSeek-V2 and no mscale.
         # NOTE: mscale is taken equal to mscale_all_dim, as in the published DeepSeek-V2,
-        # V2-Lite and V3 configs; a file converted from a config where they differ reads wrong.
+        # V2-Lite and V3 configs. A file converted from a config where they differ reads wrong.
         scaling["mscale_all_dim"] = log_multiplier / 0.1
         scaling["mscale"] = log_multiplier / 0.1
     config["rope_scaling"] = scaling

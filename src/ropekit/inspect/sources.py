@@ -100,7 +100,7 @@ def _load_file(path: Path, kind: str) -> ModelSource:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is neither a GGUF file nor a JSON model config: {error}") from None
     if not isinstance(config, dict):
-        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not the object of a model config.json")
+        raise ValueError(f"{path} contains a JSON {type(config).__name__}, not the object of a model config.json")
     return ModelSource(kind=kind, location=str(path), config=_validated(config, where=str(path)))
 
 

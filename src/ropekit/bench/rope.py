@@ -32,6 +32,9 @@ SHAPES: dict[str, tuple[int, int, int, int]] = {
     "prefill": (4, 2048, 32, 128),
 }
 MODES = ("forward", "forward+backward")
+# Calls shorter than this are timed in back-to-back batches of about this length (decode-sized
+# calls take microseconds, which a single timed call would mostly fill with synchronisation).
+MIN_SAMPLE_SECONDS = 2e-3
 PEERS = ("copy", "ropekit", "transformers", "transformers-compile", "rotary-embedding-torch", "flash-attn", "liger")
 
 COLUMNS = (
@@ -190,7 +193,7 @@ def bench_case(
             label, call, error = prepare_peer(peer, case)
             row["peer"] = label
             row["max_abs_error"] = error
-            seconds = time_call(call, device, warmup=args.warmup, repeats=args.repeats)
+            seconds = time_call(call, device, warmup=args.warmup, repeats=args.repeats, min_sample_seconds=MIN_SAMPLE_SECONDS)
         except PeerSkipped as skipped:
             row.update(status="skipped", reason=str(skipped))
         except Exception as error:  # a peer that crashes must not stop the other rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import statistics
@@ -42,23 +43,36 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], Any], device: torch.device, *, warmup: int, repeats: int) -> list[float]:
-    """Call ``fn`` warmup times untimed, then ``repeats`` times; return each timed call's seconds.
+def time_call(
+    fn: Callable[[], Any], device: torch.device, *, warmup: int, repeats: int, min_sample_seconds: float = 0.0
+) -> list[float]:
+    """Call ``fn`` warmup times untimed, then time ``repeats`` samples; return each sample's seconds per call.
 
-    Each timed call is bracketed by device synchronisation, so asynchronous GPU work is
-    counted in the call that launched it.
+    A sample is one call, or, when one call takes less than ``min_sample_seconds``, enough
+    back-to-back calls to last about that long, divided by their count. Each sample is
+    bracketed by device synchronisation, so asynchronous GPU work is counted in full, and
+    batching short calls keeps the cost of synchronising out of their time.
     """
     for _ in range(warmup):
         fn()
     synchronize(device)
 
+    calls = 1
+    if min_sample_seconds > 0:
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        single = max(time.perf_counter() - start, 1e-9)
+        calls = max(1, min(10_000, math.ceil(min_sample_seconds / single)))
+
     seconds = []
     for _ in range(repeats):
         synchronize(device)
         start = time.perf_counter()
-        fn()
+        for _ in range(calls):
+            fn()
         synchronize(device)
-        seconds.append(time.perf_counter() - start)
+        seconds.append((time.perf_counter() - start) / calls)
     return seconds
 
 

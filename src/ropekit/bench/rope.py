@@ -123,7 +123,11 @@ def run(args: argparse.Namespace) -> int:
     from ropekit.bench.timing import configure_threads, describe_machine, resolve_device
 
     configure_threads(args.threads)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except (RuntimeError, ValueError) as error:
+        print(f"ropekit bench rope: error: {error}", file=sys.stderr)
+        return 2
     rows = []
     for shape_name, shape in args.shapes:
         kv_heads = args.kv_heads if args.kv_heads is not None else shape[2]

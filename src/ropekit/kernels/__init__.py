@@ -190,7 +190,14 @@ def rotate_rows(
     columns = slice(0, 2 * half, 2) if interleaved else slice(0, half)
     half_cos = cos[:, columns].detach().to(compute_dtype)
     half_sin = sin[:, columns].detach().to(compute_dtype)
-    return RotateQK.apply(q, k, half_cos, half_sin, rows, seq_dim, interleaved, inplace, chosen)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
+        return RotateQK.apply(q, k, half_cos, half_sin, rows, seq_dim, interleaved, inplace, chosen)
+
+    # Without autograd the operators run directly, which saves the Function's overhead per call.
+    if inplace:
+        torch.ops.ropekit.rotate_qk_(q, k, half_cos, half_sin, rows, seq_dim, interleaved, False, chosen)
+        return q, k
+    return torch.ops.ropekit.rotate_qk(q, k, half_cos, half_sin, rows, seq_dim, interleaved, False, chosen)
 
 
 def rotate_reference(

@@ -400,9 +400,16 @@ def test_quick_study_writes_every_output(tmp_path, text_corpus):
 def test_extension_runs_differ_from_plain_rope(tmp_path, text_corpus):
     output = run_study(tiny_options(text_corpus, tmp_path / "out", extensions=True, steps=30))
     runs = {run["name"]: run for run in output.results["runs"]}
-    plain = [entry["loss"] for entry in runs["rope"]["eval"]]
+
+    def losses(name: str, *, longer: bool) -> list[float]:
+        return [entry["loss"] for entry in runs[name]["eval"] if (entry["length"] > 16) == longer]
+
     for key in ("linear", "ntk", "yarn"):
-        assert [entry["loss"] for entry in runs[f"rope-{key}"]["eval"]] != plain, key
+        assert losses(f"rope-{key}", longer=True) != losses("rope", longer=True), key
+        # Static scalings are set for 8x and change the model at the trained length too.
+        assert losses(f"rope-{key}", longer=False) != losses("rope", longer=False), key
+    assert losses("rope-dynamic", longer=True) != losses("rope", longer=True)
+    assert losses("rope-dynamic", longer=False) == losses("rope", longer=False)
 
 
 def test_seed_makes_a_study_reproducible(tmp_path, text_corpus):

@@ -108,6 +108,18 @@ def test_corpus_directory_holds_out_whole_files(tmp_path):
     assert corpus.files == 10
 
 
+def test_corpus_directory_skips_hidden_files(tmp_path):
+    texts = [make_text(3000, seed=0), make_text(3000, seed=1)]
+    (tmp_path / "text.txt").write_text(texts[0], encoding="utf-8")
+    (tmp_path / "more.txt").write_text(texts[1], encoding="utf-8")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/main\n", encoding="utf-8")
+    (tmp_path / ".notes.txt").write_text("hidden\n", encoding="utf-8")
+    corpus = load_corpus(tmp_path)
+    assert corpus.files == 2
+    assert corpus.train.numel() + corpus.validation.numel() == sum(len(text) for text in texts)
+
+
 def test_corpus_glob_pattern(tmp_path):
     for index in range(3):
         (tmp_path / f"notes{index}.md").write_text(make_text(2000, seed=index), encoding="utf-8")

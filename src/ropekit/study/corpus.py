@@ -72,7 +72,8 @@ def load_corpus(path: str | os.PathLike[str] | None = None) -> Corpus:
     """Load a corpus and split it into training and validation bytes.
 
     ``path`` may be None (the standard library subset), a text file (its last 10% is
-    validation), a directory searched recursively for text files, or a glob pattern.
+    validation), a directory searched recursively for text files (hidden ones left out),
+    or a glob pattern.
     With several files, whole files are held out for validation, chosen by a hash of
     their paths. Raises CorpusError when nothing readable is found.
     """
@@ -85,7 +86,11 @@ def load_corpus(path: str | os.PathLike[str] | None = None) -> Corpus:
         data = _read_text_file(candidate, explicit=True)
         return _split_single_file(str(candidate), data)
     if candidate.is_dir():
-        files = sorted(p for p in candidate.rglob("*") if p.is_file())
+        # Hidden files and folders (.git, .venv, editor state) are not part of the text.
+        files = sorted(
+            p for p in candidate.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(candidate).parts)
+        )
         if not files:
             raise CorpusError(f"corpus directory {text!r} contains no files; put text files (.txt, .py, ...) in it")
         return _load_many(text, files, root=candidate)

@@ -413,6 +413,23 @@ def test_c_kernel_threads_split_tokens(inplace):
     assert_rotation_close(k_out, expected_k, k, "k")
 
 
+def test_c_kernel_without_cpu_clones(monkeypatch, tmp_path):
+    compiler = cpu_backend.find_compiler()
+    if compiler is None:
+        pytest.skip("no C compiler on this machine")
+    # The build used where the C library has no ifunc support for per-CPU clones.
+    path = cpu_backend.build(compiler, tmp_path, (*cpu_backend.C_FLAGS, "-DROPEKIT_NO_CLONES"))
+    monkeypatch.setattr(cpu_backend, "load_library", lambda: cpu_backend.open_library(path))
+    q, k = random_qk(2, 3, 3, 1, 10, torch.bfloat16, "cpu")
+    cos, sin = tables(pair_angles(torch.arange(3), 8), True)
+
+    q_out, k_out = rotate_qk(q, k, cos, sin, interleaved=True, backend="cpu")
+
+    per_token_cos, per_token_sin = cos.expand(2, 3, 8), sin.expand(2, 3, 8)
+    assert_rotation_close(q_out, expected_rotation(q, per_token_cos, per_token_sin, True, 1), q, "q")
+    assert_rotation_close(k_out, expected_rotation(k, per_token_cos, per_token_sin, True, 1), k, "k")
+
+
 def test_auto_picks_c_kernel_on_cpu():
     q = torch.zeros(1, 2, 1, 4)
     expected = "cpu" if cpu_backend.available() else "torch"

@@ -337,13 +337,13 @@ def find_compiler() -> str | None:
     return None
 
 
-def build(compiler: str, folder: Path) -> Path:
+def build(compiler: str, folder: Path, flags: tuple[str, ...] = C_FLAGS) -> Path:
     """Compile the kernel into ``folder`` unless a build of the same source is there; return its path.
 
     The library is written to a temporary name and renamed into place, so processes that
     build at the same time never load a half-written file.
     """
-    key = "\n".join((C_SOURCE, compiler, " ".join(C_FLAGS), platform.machine()))
+    key = "\n".join((C_SOURCE, compiler, " ".join(flags), platform.machine()))
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     library = folder / f"rope_cpu_{digest}.so"
     if library.is_file():
@@ -355,7 +355,7 @@ def build(compiler: str, folder: Path) -> Path:
         source.write_text(C_SOURCE)
         output = Path(scratch) / library.name
         subprocess.run(
-            [compiler, *C_FLAGS, str(source), "-o", str(output)],
+            [compiler, *flags, str(source), "-o", str(output)],
             check=True,
             capture_output=True,
             text=True,
@@ -375,7 +375,12 @@ def load_library() -> ctypes.CDLL | None:
         )
         return None
     try:
-        library = ctypes.CDLL(str(build(compiler, cache_dir())))
+        try:
+            path = build(compiler, cache_dir())
+        except subprocess.CalledProcessError:
+            # Per-CPU clones need ifunc support from the C library (glibc has it, musl does not).
+            path = build(compiler, cache_dir(), (*C_FLAGS, "-DROPEKIT_NO_CLONES"))
+        return open_library(path)
     except subprocess.CalledProcessError as error:
         logger.warning(
             "building the CPU RoPE kernel with %s failed, so it falls back to torch operations: %s",
@@ -386,6 +391,11 @@ def load_library() -> ctypes.CDLL | None:
     except (OSError, subprocess.SubprocessError) as error:
         logger.warning("the CPU RoPE kernel is unavailable, so it falls back to torch operations: %s", error)
         return None
+
+
+def open_library(path: Path) -> ctypes.CDLL:
+    """Load a built kernel and declare the signature of its entry point."""
+    library = ctypes.CDLL(str(path))
     library.ropekit_rotate.argtypes = [ctypes.POINTER(RopeJob), ctypes.c_int64]
     library.ropekit_rotate.restype = ctypes.c_int
     return library

@@ -178,6 +178,13 @@ def test_fused_per_row_tables(backend, interleaved):
     assert_rotation_close(q_out, expected_rotation(q, cos, sin, interleaved, 1), q, "q")
     assert_rotation_close(k_out, expected_rotation(k, cos, sin, interleaved, 1), k, "k")
 
+    # One row per batch element, broadcast over seq: [batch, 1, rotary_dim].
+    q_out, k_out = rotate_qk(q, k, cos[:, :1], sin[:, :1], interleaved=interleaved, backend=backend)
+
+    broadcast_cos, broadcast_sin = cos[:, :1].expand(batch, seq, 8), sin[:, :1].expand(batch, seq, 8)
+    assert_rotation_close(q_out, expected_rotation(q, broadcast_cos, broadcast_sin, interleaved, 1), q, "q, broadcast")
+    assert_rotation_close(k_out, expected_rotation(k, broadcast_cos, broadcast_sin, interleaved, 1), k, "k, broadcast")
+
 
 @LAYOUTS
 def test_fused_positions_and_offsets(backend, interleaved):

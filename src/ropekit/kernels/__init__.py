@@ -36,7 +36,8 @@ from __future__ import annotations
 import torch
 
 from ropekit.kernels import cpu_backend, triton_backend
-from ropekit.kernels.ops import RotateQK
+from ropekit.kernels.ops import RotateQK, affine_arguments
+from ropekit.kernels.rows import AffineRows, Rows
 
 BACKENDS = ("auto", "reference", "torch", "cpu", "triton")
 
@@ -119,9 +120,9 @@ def rotate_qk(
     batch, seq = token_grid(q, seq_dim)
     table_batch, table_seq = per_token_table_grid(cos, batch, seq, seq_dim)
 
-    # Row of each token in the flattened [table_batch * table_seq, rotary_dim] table;
-    # an axis of size 1 broadcasts through a zero stride.
-    rows = torch.arange(table_batch * table_seq, device=q.device).view(table_batch, table_seq).expand(batch, seq)
+    # Row of each token in the flattened [table_batch * table_seq, rotary_dim] table.
+    # An axis of size 1 broadcasts through a zero stride.
+    rows = AffineRows(table_seq if table_batch > 1 else 0, 1 if table_seq > 1 else 0, 0)
     table_cos = cos.reshape(table_batch * table_seq, cos.shape[-1])
     table_sin = sin.reshape(table_batch * table_seq, sin.shape[-1])
     return rotate_rows(q, k, table_cos, table_sin, rows, interleaved, seq_dim, inplace, backend)
@@ -157,7 +158,7 @@ def apply_rotary_qk(
         raise ValueError(f"cos and sin must be [max_positions, rotary_dim] tables, got shape {tuple(cos.shape)}")
     batch, seq = token_grid(q, seq_dim)
     rows = position_rows(batch, seq, seq_dim, positions, offset, cu_seqlens, q.device)
-    check_rows_in_table(rows, cos.shape[0])
+    check_rows_in_table(rows, batch, seq, cos.shape[0])
     return rotate_rows(q, k, cos, sin, rows, interleaved, seq_dim, inplace, backend)
 
 
@@ -166,13 +167,13 @@ def rotate_rows(
     k: torch.Tensor,
     cos: torch.Tensor,
     sin: torch.Tensor,
-    rows: torch.Tensor,
+    rows: Rows,
     interleaved: bool,
     seq_dim: int,
     inplace: bool,
     backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate token t of q and k by table row rows[t]; cos and sin are [table_rows, rotary_dim]."""
+    """Rotate token (b, s) of q and k by its table row; cos and sin are [table_rows, rotary_dim]."""
     if not isinstance(interleaved, bool):
         raise TypeError(f"interleaved must be a bool, got {interleaved!r}")
     if not isinstance(inplace, bool):
@@ -182,6 +183,8 @@ def rotate_rows(
         check_writable(k, "k")
     chosen = select_backend(q, k, backend, tables_require_grad=cos.requires_grad or sin.requires_grad)
     if chosen == "reference":
+        if isinstance(rows, AffineRows):
+            rows = rows.tensor(*token_grid(q, seq_dim), q.device)
         return rotate_reference(q, k, cos[rows], sin[rows], interleaved, seq_dim, inplace)
 
     # The fused backends read one copy of each pair angle, in the compute dtype.
@@ -190,14 +193,16 @@ def rotate_rows(
     columns = slice(0, 2 * half, 2) if interleaved else slice(0, half)
     half_cos = cos[:, columns].detach().to(compute_dtype)
     half_sin = sin[:, columns].detach().to(compute_dtype)
+    rows_tensor, affine_rows = affine_arguments(rows)
+    arguments = (half_cos, half_sin, rows_tensor, affine_rows, seq_dim, interleaved)
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
-        return RotateQK.apply(q, k, half_cos, half_sin, rows, seq_dim, interleaved, inplace, chosen)
+        return RotateQK.apply(q, k, *arguments, inplace, chosen)
 
     # Without autograd the operators run directly, which saves the Function's overhead per call.
     if inplace:
-        torch.ops.ropekit.rotate_qk_(q, k, half_cos, half_sin, rows, seq_dim, interleaved, False, chosen)
+        torch.ops.ropekit.rotate_qk_(q, k, *arguments, False, chosen)
         return q, k
-    return torch.ops.ropekit.rotate_qk(q, k, half_cos, half_sin, rows, seq_dim, interleaved, False, chosen)
+    return torch.ops.ropekit.rotate_qk(q, k, *arguments, False, chosen)
 
 
 def rotate_reference(
@@ -319,8 +324,8 @@ def position_rows(
     offset: int | torch.Tensor,
     cu_seqlens: torch.Tensor | None,
     device: torch.device,
-) -> torch.Tensor:
-    """Return the int64 [batch, seq] table row (position) of every token."""
+) -> Rows:
+    """Return the table row (position) of every token: an int64 [batch, seq] tensor or a formula."""
     if positions is not None and cu_seqlens is not None:
         raise ValueError("pass positions or cu_seqlens, not both: positions already give every token's position")
 
@@ -340,6 +345,8 @@ def position_rows(
         rows = tokens - starts[sequence]
         return (rows + broadcast_offset(offset, starts.numel() - 1, device, "sequence")[sequence]).view(1, seq)
 
+    if positions is None and isinstance(offset, int) and not isinstance(offset, bool):
+        return AffineRows(0, 1, offset)
     if positions is None:
         rows = torch.arange(seq, device=device).expand(batch, seq)
     else:
@@ -373,11 +380,15 @@ def check_integer(name: str, tensor: torch.Tensor, device: torch.device) -> None
         raise ValueError(f"{name} must be on q's device {device}, got {tensor.device}")
 
 
-def check_rows_in_table(rows: torch.Tensor, table_rows: int) -> None:
+def check_rows_in_table(rows: Rows, batch: int, seq: int, table_rows: int) -> None:
     """Raise ValueError when a position falls outside the table (a fused kernel would read out of bounds)."""
-    if rows.numel() == 0:
+    if batch * seq == 0:
         return
-    lowest, highest = rows.min().item(), rows.max().item()
+    if isinstance(rows, AffineRows):
+        lowest, highest = rows.bounds(batch, seq)
+    else:
+        # NOTE: on a GPU these two reads synchronise with the device once per call.
+        lowest, highest = rows.min().item(), rows.max().item()
     if lowest < 0 or highest >= table_rows:
         raise ValueError(
             f"positions must lie in [0, {table_rows}) to index cos and sin of {table_rows} rows, "

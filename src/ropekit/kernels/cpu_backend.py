@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from ropekit.kernels.rows import Rows, row_arguments
+
 logger = logging.getLogger("ropekit.kernels")
 
 # The dtypes the C kernel implements, with the code it expects in rope_job.dtype.
@@ -65,8 +67,9 @@ typedef struct {
     int64_t tensor_count, batch, seq, half;
     const void *cos, *sin;       /* [table_rows, half] */
     int64_t table_stride[2];
-    const int64_t *rows;         /* [batch, seq]: the table row of each token */
-    int64_t rows_stride[2];
+    const int64_t *rows;         /* [batch, seq] table row of each token, or NULL */
+    int64_t rows_stride[2];      /* index = b * rows_stride[0] + s * rows_stride[1] */
+    int64_t row_offset;          /* without rows, the row is index + row_offset */
     int32_t dtype;               /* 0 float32, 1 bfloat16 (float32 tables), 2 float64 */
     int32_t interleaved, conjugate, copy_tail;
 } rope_job;
@@ -195,7 +198,8 @@ static void NAME(const rope_job *job, int64_t token_begin, int64_t token_end, C 
     const C sign = job->conjugate ? (C)-1 : (C)1;                                                \
     for (int64_t token = token_begin; token < token_end; ++token) {                             \
         const int64_t b = token / job->seq, s = token % job->seq;                               \
-        const int64_t row = job->rows[b * job->rows_stride[0] + s * job->rows_stride[1]];        \
+        const int64_t index = b * job->rows_stride[0] + s * job->rows_stride[1];                 \
+        const int64_t row = job->rows != NULL ? job->rows[index] : index + job->row_offset;      \
         for (int64_t i = 0; i < half; ++i) {                                                     \
             cos_row[i] = cos_table[row * job->table_stride[0] + i * job->table_stride[1]];       \
             sin_row[i] = sign * sin_table[row * job->table_stride[0] + i * job->table_stride[1]]; \
@@ -310,6 +314,7 @@ class RopeJob(ctypes.Structure):
         ("table_stride", ctypes.c_int64 * 2),
         ("rows", ctypes.c_void_p),
         ("rows_stride", ctypes.c_int64 * 2),
+        ("row_offset", ctypes.c_int64),
         ("dtype", ctypes.c_int32),
         ("interleaved", ctypes.c_int32),
         ("conjugate", ctypes.c_int32),
@@ -425,7 +430,7 @@ def rotate(
     k_out: torch.Tensor,
     cos: torch.Tensor,
     sin: torch.Tensor,
-    rows: torch.Tensor,
+    rows: Rows,
     *,
     interleaved: bool,
     conjugate: bool,
@@ -433,8 +438,8 @@ def rotate(
 ) -> None:
     """Rotate q into q_out and k into k_out ([batch, seq, heads, head_dim] views on the CPU).
 
-    cos and sin are [table_rows, rotary_dim // 2] in float32 (float64 for float64 q and k);
-    rows is an int64 [batch, seq] tensor of table rows. ``conjugate`` rotates by -angle (the
+    cos and sin are [table_rows, rotary_dim // 2] in float32 (float64 for float64 q and k).
+    rows is an int64 [batch, seq] tensor of table rows, or an ``AffineRows`` formula. ``conjugate`` rotates by -angle (the
     backward); ``copy_tail`` copies the channels past rotary_dim (False when writing in place).
     """
     library = load_library()
@@ -445,6 +450,7 @@ def rotate(
         cos, sin = cos.contiguous(), sin.contiguous()
 
     batch, seq = q.shape[:2]
+    rows_tensor, rows_stride, row_offset = row_arguments(rows)
     job = RopeJob(
         tensors=(RopeTensor * 2)(describe_tensor(q, q_out), describe_tensor(k, k_out)),
         tensor_count=2,
@@ -454,8 +460,9 @@ def rotate(
         cos=cos.data_ptr(),
         sin=sin.data_ptr(),
         table_stride=(ctypes.c_int64 * 2)(*cos.stride()),
-        rows=rows.data_ptr(),
-        rows_stride=(ctypes.c_int64 * 2)(*rows.stride()),
+        rows=None if rows_tensor is None else rows_tensor.data_ptr(),
+        rows_stride=(ctypes.c_int64 * 2)(*rows_stride),
+        row_offset=row_offset,
         dtype=DTYPE_CODES[q.dtype],
         interleaved=int(interleaved),
         conjugate=int(conjugate),

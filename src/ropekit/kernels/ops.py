@@ -8,8 +8,9 @@ kernel with the angle negated (``conjugate=True``). The cos and sin tables are c
 for autograd; callers that need gradients for them use the reference backend.
 
 Every operator takes q and k in the caller's layout (``seq_dim`` 0, 1 or 2) and tables of
-``rotary_dim // 2`` columns in the compute dtype. ``rows`` is an int64 [batch, seq] tensor
-with the table row of each token; a packed input has batch 1.
+``rotary_dim // 2`` columns in the compute dtype. Each token's table row comes from ``rows``,
+an int64 [batch, seq] tensor (a packed input has batch 1), or, when ``rows`` is None, from
+``affine_rows`` = [batch_stride, seq_stride, offset] (see ``ropekit.kernels.rows.AffineRows``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from ropekit.kernels import cpu_backend, torch_backend, triton_backend
+from ropekit.kernels.rows import AffineRows, Rows
 
 # Fused backends and the function that runs each.
 FUSED_BACKENDS = {
@@ -37,13 +39,32 @@ def to_tokens_first(x: torch.Tensor, seq_dim: int) -> torch.Tensor:
     return x
 
 
+def resolve_rows(rows: torch.Tensor | None, affine_rows: list[int]) -> Rows:
+    """Return the row source that the operator arguments describe."""
+    if rows is not None:
+        if affine_rows:
+            raise ValueError(f"affine_rows must be empty when a rows tensor is given, got {affine_rows}")
+        return rows
+    if len(affine_rows) != 3:
+        raise ValueError(f"affine_rows must be [batch_stride, seq_stride, offset] without a rows tensor, got {affine_rows}")
+    return AffineRows(*affine_rows)
+
+
+def affine_arguments(rows: Rows) -> tuple[torch.Tensor | None, list[int]]:
+    """Split a row source into the operators' (rows, affine_rows) arguments."""
+    if isinstance(rows, AffineRows):
+        return None, list(rows)
+    return rows, []
+
+
 @torch.library.custom_op("ropekit::rotate_qk", mutates_args=())
 def rotate_qk_op(
     q: torch.Tensor,
     k: torch.Tensor,
     cos: torch.Tensor,
     sin: torch.Tensor,
-    rows: torch.Tensor,
+    rows: torch.Tensor | None,
+    affine_rows: list[int],
     seq_dim: int,
     interleaved: bool,
     conjugate: bool,
@@ -58,7 +79,7 @@ def rotate_qk_op(
         to_tokens_first(k_out, seq_dim),
         cos,
         sin,
-        rows,
+        resolve_rows(rows, affine_rows),
         interleaved=interleaved,
         conjugate=conjugate,
         copy_tail=True,
@@ -67,7 +88,7 @@ def rotate_qk_op(
 
 
 @rotate_qk_op.register_fake
-def _(q, k, cos, sin, rows, seq_dim, interleaved, conjugate, backend):  # noqa: ANN001, ANN202
+def _(q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, conjugate, backend):  # noqa: ANN001, ANN202
     return torch.empty_like(q), torch.empty_like(k)
 
 
@@ -77,7 +98,8 @@ def rotate_qk_inplace_op(
     k: torch.Tensor,
     cos: torch.Tensor,
     sin: torch.Tensor,
-    rows: torch.Tensor,
+    rows: torch.Tensor | None,
+    affine_rows: list[int],
     seq_dim: int,
     interleaved: bool,
     conjugate: bool,
@@ -85,12 +107,21 @@ def rotate_qk_inplace_op(
 ) -> None:
     q_view, k_view = to_tokens_first(q, seq_dim), to_tokens_first(k, seq_dim)
     FUSED_BACKENDS[backend](
-        q_view, k_view, q_view, k_view, cos, sin, rows, interleaved=interleaved, conjugate=conjugate, copy_tail=False
+        q_view,
+        k_view,
+        q_view,
+        k_view,
+        cos,
+        sin,
+        resolve_rows(rows, affine_rows),
+        interleaved=interleaved,
+        conjugate=conjugate,
+        copy_tail=False,
     )
 
 
 @rotate_qk_inplace_op.register_fake
-def _(q, k, cos, sin, rows, seq_dim, interleaved, conjugate, backend):  # noqa: ANN001, ANN202
+def _(q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, conjugate, backend):  # noqa: ANN001, ANN202
     return None
 
 
@@ -104,25 +135,26 @@ class RotateQK(torch.autograd.Function):
         k: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        rows: torch.Tensor,
+        rows: torch.Tensor | None,
+        affine_rows: list[int],
         seq_dim: int,
         interleaved: bool,
         inplace: bool,
         backend: str,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.save_for_backward(cos, sin, rows)
-        ctx.seq_dim, ctx.interleaved, ctx.backend = seq_dim, interleaved, backend
+        ctx.affine_rows, ctx.seq_dim, ctx.interleaved, ctx.backend = affine_rows, seq_dim, interleaved, backend
         if inplace:
-            torch.ops.ropekit.rotate_qk_(q, k, cos, sin, rows, seq_dim, interleaved, False, backend)
+            torch.ops.ropekit.rotate_qk_(q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, False, backend)
             ctx.mark_dirty(q, k)
             return q, k
-        return torch.ops.ropekit.rotate_qk(q, k, cos, sin, rows, seq_dim, interleaved, False, backend)
+        return torch.ops.ropekit.rotate_qk(q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, False, backend)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_q: torch.Tensor, grad_k: torch.Tensor) -> tuple[Any, ...]:
         cos, sin, rows = ctx.saved_tensors
         grad_q, grad_k = torch.ops.ropekit.rotate_qk(
-            grad_q, grad_k, cos, sin, rows, ctx.seq_dim, ctx.interleaved, True, ctx.backend
+            grad_q, grad_k, cos, sin, rows, ctx.affine_rows, ctx.seq_dim, ctx.interleaved, True, ctx.backend
         )
-        return grad_q, grad_k, None, None, None, None, None, None, None
+        return grad_q, grad_k, None, None, None, None, None, None, None, None

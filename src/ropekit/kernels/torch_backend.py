@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ropekit.kernels.rows import AffineRows, Rows
+
 
 def rotate(
     q: torch.Tensor,
@@ -18,13 +20,15 @@ def rotate(
     k_out: torch.Tensor,
     cos: torch.Tensor,
     sin: torch.Tensor,
-    rows: torch.Tensor,
+    rows: Rows,
     *,
     interleaved: bool,
     conjugate: bool,
     copy_tail: bool,
 ) -> None:
     """Rotate q into q_out and k into k_out; the arguments are those of ``cpu_backend.rotate``."""
+    if isinstance(rows, AffineRows):
+        rows = rows.tensor(q.shape[0], q.shape[1], q.device)
     cos_rows = cos[rows].unsqueeze(2)  # [batch, seq, 1, half]
     sin_rows = sin[rows].unsqueeze(2)
     if conjugate:

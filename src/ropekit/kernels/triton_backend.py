@@ -22,6 +22,8 @@ import os
 
 import torch
 
+from ropekit.kernels.rows import Rows, row_arguments
+
 try:
     import triton
     import triton.language as tl
@@ -137,6 +139,8 @@ if triton is not None:
         table_stride_pair,
         rows_stride_b,
         rows_stride_s,
+        row_offset,
+        HAS_ROWS: tl.constexpr,
         INTERLEAVED: tl.constexpr,
         CONJUGATE: tl.constexpr,
         COPY_TAIL: tl.constexpr,
@@ -149,8 +153,12 @@ if triton is not None:
         b = token // seq
         s = token % seq
 
-        # The token's row of the cos and sin tables.
-        row = tl.load(rows_ptr + b * rows_stride_b + s * rows_stride_s).to(tl.int64)
+        # The token's row of the cos and sin tables: read from rows, or index + row_offset.
+        index = b * rows_stride_b + s * rows_stride_s
+        if HAS_ROWS:
+            row = tl.load(rows_ptr + index).to(tl.int64)
+        else:
+            row = index + row_offset
         pair = tl.arange(0, BLOCK_P)
         table_offsets = row * table_stride_row + pair * table_stride_pair
         cos = tl.load(cos_ptr + table_offsets, mask=pair < half, other=0.0)
@@ -201,7 +209,7 @@ def rotate(
     k_out: torch.Tensor,
     cos: torch.Tensor,
     sin: torch.Tensor,
-    rows: torch.Tensor,
+    rows: Rows,
     *,
     interleaved: bool,
     conjugate: bool,
@@ -221,15 +229,18 @@ def rotate(
     if batch * seq == 0 or head_blocks == 0:
         return
     grid = (batch * seq, head_blocks)
+    rows_tensor, rows_stride, row_offset = row_arguments(rows)
+    # Without a rows tensor the kernel never reads rows_ptr; cos stands in for it.
+    rows_pointer = cos if rows_tensor is None else rows_tensor
     # Launch on q's GPU, which need not be the current one.
     context = torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext()
     with context:
         compiled_kernel()[grid](
-            q, k, q_out, k_out, cos, sin, rows,
+            q, k, q_out, k_out, cos, sin, rows_pointer,
             seq, q.shape[2], k.shape[2], q.shape[3], k.shape[3], half,
             *q.stride(), *k.stride(), *q_out.stride(), *k_out.stride(),
-            *cos.stride(), *rows.stride(),
-            INTERLEAVED=interleaved, CONJUGATE=conjugate, COPY_TAIL=copy_tail,
+            *cos.stride(), *rows_stride, row_offset,
+            HAS_ROWS=rows_tensor is not None, INTERLEAVED=interleaved, CONJUGATE=conjugate, COPY_TAIL=copy_tail,
             BLOCK_H=block_heads, BLOCK_P=block_pairs, BLOCK_T=block_tail,
         )  # fmt: skip
 

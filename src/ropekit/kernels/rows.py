@@ -1,4 +1,4 @@
-"""Which cos and sin table row each token reads.
+"""The sources of each token's cos and sin table row.
 
 The fused backends take either an int64 [batch, seq] tensor of rows, or an ``AffineRows``
 formula. The formula covers the common cases (one table row per token, a table shared by

@@ -32,6 +32,8 @@ except ImportError:  # the "triton" extra is not installed
     tl = None
 
 # Elements (heads x pairs) one program rotates per tensor block; a power of two.
+# NOTE: chosen without GPU measurements (Triton's default num_warps too); tune it with
+# `ropekit bench rope --device cuda` on the target GPU.
 BLOCK_ELEMENTS = 1024
 
 

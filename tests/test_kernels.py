@@ -134,6 +134,22 @@ def test_fused_matches_reference_heads_table(backend, interleaved, dtype):
         assert torch.equal(k_out[..., rotary_dim:], k[..., rotary_dim:]), f"k pass-through changed, {case}"
 
 
+@LAYOUTS
+def test_fused_float16(backend, interleaved):
+    if backend == "cpu":
+        pytest.skip("the C kernel implements float32, bfloat16 and float64; float16 uses the torch backend")
+    device = device_for(backend)
+    q, k = random_qk(2, 5, 6, 2, 12, torch.float16, device)
+    cos, sin = tables(pair_angles(torch.arange(5, device=device) + 100, 10), interleaved)
+
+    q_out, k_out = rotate_qk(q, k, cos, sin, interleaved=interleaved, backend=backend)
+
+    per_token_cos, per_token_sin = cos.expand(2, 5, 10), sin.expand(2, 5, 10)
+    assert q_out.dtype == torch.float16
+    assert_rotation_close(q_out, expected_rotation(q, per_token_cos, per_token_sin, interleaved, 1), q, "q")
+    assert_rotation_close(k_out, expected_rotation(k, per_token_cos, per_token_sin, interleaved, 1), k, "k")
+
+
 @pytest.mark.parametrize("q_heads, k_heads", [(128, 8), (128, 128)])
 def test_fused_many_heads(backend, q_heads, k_heads):
     device = device_for(backend)

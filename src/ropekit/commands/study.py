@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-# Defaults of the full study, sized so that all eight runs train and evaluate in about
-# 15 minutes on a 2-core CPU (see docs/study.md for the measurements behind them).
+# Defaults of the full study. They are sized from step times measured on a 2-core CPU so
+# that all eight runs train and evaluate within 15 minutes (docs/study.md has the figures).
 DEFAULT_STEPS = 600
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_TRAIN_LENGTH = 64

@@ -46,7 +46,7 @@ from ropekit.study.trainer import Trainer, TrainConfig
 logger = logging.getLogger("ropekit.study.runner")
 
 # Settings of --quick: a smaller model, a shorter context and fewer steps and scored bytes.
-QUICK = {"model_size": "mini", "train_length": 32, "steps": 150, "batch_size": 16, "eval_tokens": 2048}
+QUICK = {"model_size": "mini", "train_length": 32, "steps": 600, "batch_size": 32, "eval_tokens": 2048}
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # Triton reads TRITON_INTERPRET when it first wraps a kernel, and torch.compile tests
+    # import Triton early, so it is set here, before any test module is imported. On a
+    # machine without a GPU the Triton kernels then run in Triton's CPU interpreter.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # The project root's sibling folder with real inputs (a text corpus and a GGUF model).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -196,6 +196,8 @@ def _run_study(options: StudyOptions, context: DistributedContext, device: torch
         )
         figures = _draw_figures(results, curves, out) if context.is_main else []
         train_log.info("study: finished %d runs; results in %s", len(records), out)
+        # Leave the process group together, after rank 0 has written every file.
+        barrier(context)
         return StudyOutput(results=results, out=out, figures=figures)
     finally:
         for handler in list(train_log.handlers):

@@ -3,8 +3,8 @@
 Both models get the same shape (the study's model sizes: byte vocabulary, RoPE, SwiGLU,
 RMSNorm, tied embeddings), the same batch of random bytes, the same loss and the same
 AdamW, in one process. A timed step is forward, cross-entropy, backward and optimizer
-step. The peers alternate step by step, so a change in machine load affects both alike;
-the table reports the median step time, tokens per second and their ratio.
+step. The peers alternate step by step, so a change in machine load affects both alike.
+The table reports the median step time, tokens per second and their ratio.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Training batches: random windows of a byte stream, fixed by (seed, step).
 
 The batch of a step depends only on the seed and the step number, never on earlier
-draws, so a resumed run reads exactly the batches an uninterrupted run would read, and
+draws. A resumed run therefore reads exactly the batches of an uninterrupted run, and
 every distributed rank can draw the same global batch and keep its own slice of it.
 """
 

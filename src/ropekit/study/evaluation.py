@@ -2,8 +2,8 @@
 
 Two protocols, for a window length n (a multiple of the training length):
 
-- "non_overlapping": consecutive windows of n bytes; every byte is scored, so the
-  context of a scored byte ranges from 0 to n - 1 bytes.
+- "non_overlapping": consecutive windows of n bytes with every byte scored. The context
+  of a scored byte ranges from 0 to n - 1 bytes.
 - "sliding": windows of n bytes that advance by ceil(n / 2); only the last ceil(n / 2)
   bytes of each window are scored, so each scored byte sees at least floor(n / 2) bytes
   of context and the scored regions of consecutive windows tile the text.

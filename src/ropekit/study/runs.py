@@ -41,9 +41,9 @@ class ModelSize:
     qk_rope_head_dim: int
 
 
-# "small" has about 0.8M parameters with byte tokens (4 layers x 128 wide, as in nanoGPT's
-# CPU recipe for character-level Shakespeare); the others scale it down for tests or up
-# for machines with a GPU.
+# "small" has about 0.8M parameters with byte tokens: 4 layers x 128 wide, as in nanoGPT's
+# CPU recipe for character-level Shakespeare. The other sizes scale it down for tests or
+# up for machines with a GPU.
 MODEL_SIZES = {
     "tiny": ModelSize(hidden_size=32, num_layers=2, num_heads=2, kv_lora_rank=16, qk_rope_head_dim=8),
     "mini": ModelSize(hidden_size=64, num_layers=2, num_heads=4, kv_lora_rank=32, qk_rope_head_dim=8),
@@ -127,10 +127,10 @@ def extension_scaling(extension: str, train_length: int) -> dict[str, Any]:
     The static extensions (linear interpolation, NTK-aware, YaRN) are set once for the
     longest evaluation length, factor = max(LENGTH_MULTIPLES), and that one setting is
     evaluated at every length, as a deployed model would be configured; so they also
-    show what the scaling costs at the trained length. Dynamic NTK takes factor 1: its
+    show what the scaling costs at the trained length. Dynamic NTK takes factor 1. Its
     base grows with the current sequence length n as theta * (n / train_length) **
-    (d / (d - 2)), which is static NTK sized for each length, and it leaves lengths up to
-    train_length unscaled.
+    (d / (d - 2)), which is static NTK sized for each length. Lengths up to train_length
+    stay unscaled.
     """
     if extension not in EXTENSIONS:
         raise ValueError(f"unknown RoPE extension {extension!r}; choose from {', '.join(EXTENSIONS)}")

@@ -1,12 +1,12 @@
 """The training loop: AdamW, linear warmup then cosine decay, resumable checkpoints.
 
-A run is a pure function of its model initialisation, its TrainConfig and the data:
-the batch of step i comes from ropekit.study.batching (a function of seed and step),
-and a checkpoint stores everything else that changes during training (weights,
-optimizer moments, step, schedule length, loss accumulators and random generator
-states). A run resumed from any checkpoint therefore ends with the same weights as an
-uninterrupted one. Checkpoints are written atomically, so a run killed at any moment,
-SIGKILL included, leaves the previous checkpoint or the new one.
+A run with a fixed step count is a pure function of its model initialisation, its
+TrainConfig and the data. The batch of step i comes from ropekit.study.batching as a
+function of seed and step. A checkpoint stores everything else that changes during
+training: weights, optimizer moments, step, elapsed training time, loss accumulators and
+random generator states. A run resumed from any checkpoint therefore ends with the same
+weights as an uninterrupted one. Checkpoints are written atomically, so a run killed at
+any moment, SIGKILL included, leaves the previous checkpoint or the new one.
 """
 
 from __future__ import annotations

@@ -14,8 +14,11 @@ if not torch.cuda.is_available():
     # machine without a GPU the Triton kernels then run in Triton's CPU interpreter.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-# The project root's sibling folder with real inputs (a text corpus and a GGUF model).
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# Real inputs (a text corpus and a GGUF model): the folder shared/data beside the project
+# root, or the folder that ROPEKIT_TEST_DATA names.
+SHARED_DATA = Path(
+    os.environ.get("ROPEKIT_TEST_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 # Two cores run the suite; more intra-op threads only add contention between workers.
 torch.set_num_threads(1)
@@ -25,7 +28,10 @@ torch.set_num_threads(1)
 def shared_data() -> Path:
     """Return ../shared/data, or skip the test when it is absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent; it holds tinyshakespeare.txt and stories260K.gguf")
+        pytest.skip(
+            f"real data folder {SHARED_DATA} is absent; it holds tinyshakespeare.txt and stories260K.gguf "
+            "(set ROPEKIT_TEST_DATA to another folder that holds them)"
+        )
     return SHARED_DATA
 
 

@@ -34,3 +34,13 @@ def test_python_dash_m_runs():
     )
     assert completed.returncode == 0
     assert completed.stdout.strip() == f"ropekit {ropekit.__version__}"
+
+
+def test_user_error_prints_message_not_traceback(tmp_path, capsys):
+    existing_file = tmp_path / "a-file"
+    existing_file.write_text("not a folder")
+    code = main(["demo", "--out", str(existing_file)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "Traceback" not in captured.err
+    assert "error" in captured.err

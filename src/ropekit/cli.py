@@ -61,7 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     configure_logging(args.verbose)
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, OSError) as error:
+        # Invalid input (a bad value, a missing or unreadable file) is the user's to fix:
+        # print the message, not a traceback, unless -vv asks for debug records.
+        logging.getLogger("ropekit.cli").debug("%s failed", args.command, exc_info=True)
+        print(f"ropekit {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

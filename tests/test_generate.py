@@ -119,7 +119,7 @@ def test_cli_greedy_stdout_is_decoded_text(stories260k: Path, capsys: pytest.Cap
     )
     assert main(["generate", str(stories260k), "--max-new-tokens", "25"]) == 0
     captured = capsys.readouterr()
-    assert captured.out == tokenizer.decode(expected_ids)
+    assert captured.out == tokenizer.decode(expected_ids) + "\n"
     assert captured.out.startswith("Once upon a time")
     assert "tokens/s" in captured.err
     assert "KV cache" in captured.err
@@ -185,6 +185,32 @@ def test_cli_mla_model_uses_latent_cache(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["generate", str(directory), "--prompt", "abc", "--max-new-tokens", "6"]) == 0
     captured = capsys.readouterr()
     expected = list(generate(model, list(b"abc"), max_new_tokens=6))
-    assert captured.out == ByteTokenizer().decode(list(b"abc") + expected)
+    assert captured.out == ByteTokenizer().decode(list(b"abc") + expected) + "\n"
     # (kv_lora_rank 8 + rope key 4) float32 values in each of 2 layers.
     assert "(96 bytes per token)" in captured.err
+
+
+def test_cli_stdout_ends_with_one_newline(byte_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", str(byte_checkpoint), "--prompt", "abc", "--max-new-tokens", "0"]) == 0
+    assert capsys.readouterr().out == "abc\n"
+
+
+def test_cli_no_double_newline(byte_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", str(byte_checkpoint), "--prompt", "abc\n", "--max-new-tokens", "0"]) == 0
+    assert capsys.readouterr().out == "abc\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when CUDA is missing")
+def test_cli_rejects_cuda_without_cuda(byte_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", str(byte_checkpoint), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_cli_rejects_unknown_device(byte_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", str(byte_checkpoint), "--device", "foo"]) == 2
+    assert "invalid device 'foo'" in capsys.readouterr().err
+
+
+def test_cli_device_error_writes_nothing_to_stdout(byte_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["generate", str(byte_checkpoint), "--device", "foo"])
+    assert capsys.readouterr().out == ""

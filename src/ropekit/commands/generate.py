@@ -1,6 +1,7 @@
 """``ropekit generate MODEL``: continue a prompt with a local checkpoint, streaming to stdout.
 
-Stdout carries only the decoded text (prompt plus continuation, special tokens omitted).
+Stdout carries only the decoded text (prompt plus continuation, special tokens omitted),
+followed by one newline when the text does not already end with one.
 Timing, cache size and warnings go to stderr.
 """
 
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help='replace the checkpoint\'s RoPE scaling, e.g. \'{"rope_type": "yarn", "factor": 4}\'',
     )
-    parser.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or auto (CUDA when available); default cpu")
 
 
 def _parse_scaling(text: str) -> dict[str, Any]:
@@ -44,6 +45,7 @@ def _parse_scaling(text: str) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from ropekit.models import ByteTokenizer, load_model, load_tokenizer
     from ropekit.models.generation import check_sampling, generate
+    from ropekit.study.runner import resolve_device
 
     if args.max_new_tokens < 0:
         print(f"error: --max-new-tokens must be >= 0, got {args.max_new_tokens}", file=sys.stderr)
@@ -55,7 +57,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     try:
-        model = load_model(args.model, rope_scaling=args.rope_scaling, device=args.device)
+        device = resolve_device(args.device)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    try:
+        model = load_model(args.model, rope_scaling=args.rope_scaling, device=device)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -134,9 +142,10 @@ def _stream(tokenizer: Any, prompt_ids: list[int], tokens: Any) -> tuple[list[in
         written = final
     sys.stdout.flush()
     if not written.endswith("\n"):
-        # Stdout stays exactly the decoded text; the line break that keeps the summary off
-        # the text's last line on a terminal goes to stderr.
-        sys.stderr.write("\n")
+        # One closing line break puts the shell prompt and the stderr summary on lines of their own.
+        # Text that already ends with a newline gets none.
+        sys.stdout.write("\n")
+        sys.stdout.flush()
     return generated, first_token_at
 
 

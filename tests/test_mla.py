@@ -355,6 +355,37 @@ def test_pair_mask_combines_with_causal(mode):
     assert relative_error(actual[:, 5:], module(second)) < 1e-12
 
 
+@pytest.mark.parametrize("mode", ["naive", "absorbed"])
+def test_integer_token_mask_equals_bool(mode):
+    config = small_config()
+    module = build(config, torch.float64)
+    x = torch.randn(2, 7, config.hidden_size, dtype=torch.float64)
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, :3] = 0
+
+    actual = module(x, attention_mask=mask, mode=mode)
+
+    assert torch.equal(actual, module(x, attention_mask=mask.bool(), mode=mode))
+
+
+def test_integer_pair_mask_equals_bool():
+    config = small_config()
+    module = build(config, torch.float64)
+    x = torch.randn(1, 6, config.hidden_size, dtype=torch.float64)
+    document = torch.tensor([0] * 2 + [1] * 4)
+    mask = (document[:, None] == document[None, :])[None, None]
+
+    actual = module(x, attention_mask=mask.to(torch.int32))
+
+    assert torch.equal(actual, module(x, attention_mask=mask))
+
+
+def test_integer_mask_rejects_values_besides_zero_and_one():
+    module = build(small_config())
+    with pytest.raises(ValueError, match=r"attention_mask must contain only 0 and 1, found \[2\]"):
+        module(torch.randn(1, 3, 24), attention_mask=torch.tensor([[1, 2, 0]]))
+
+
 # Gradients --------------------------------------------------------------------------------
 
 
@@ -570,6 +601,12 @@ def test_forward_rejects_bad_input():
         module(torch.randn(1, 3, 24), torch.arange(4))
     with pytest.raises(TypeError, match="attention_mask must be a bool tensor"):
         module(torch.randn(1, 3, 24), attention_mask=torch.ones(1, 3))
+
+
+def test_forward_rejects_other_dtype_than_weights():
+    module = build(small_config())
+    with pytest.raises(ValueError, match=r"x has dtype torch.float64 but the module's weights are torch.float32"):
+        module(torch.randn(1, 3, 24, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("attend", [latent_attention_naive, latent_attention_absorbed])

@@ -210,6 +210,18 @@ def test_forward_rejects_mask_of_wrong_shape() -> None:
         model(torch.zeros(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 5))
 
 
+def test_forward_rejects_float_mask() -> None:
+    model = make_decoder()
+    with pytest.raises(TypeError, match="attention_mask must be a bool tensor"):
+        model(torch.zeros(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 3))
+
+
+def test_forward_rejects_mask_values_besides_zero_and_one() -> None:
+    model = make_decoder()
+    with pytest.raises(ValueError, match="attention_mask must contain only 0 and 1"):
+        model(torch.zeros(1, 3, dtype=torch.long), attention_mask=torch.tensor([[0, 1, 2]]))
+
+
 def make_mla_decoder(**overrides) -> Decoder:
     from ropekit.attention import MLAConfig
 

@@ -474,10 +474,10 @@ class MultiHeadLatentAttention(nn.Module):
             a row must increase from token to token and from call to call.
         cache: a LatentKVCache; the new tokens' c_kv and rotated k_pe are stored, then all
             stored tokens of the row are attended to.
-        attention_mask: either bool [b, s], True for real tokens, or bool broadcastable to
-            [b, 1, s, t], True where query i may attend to key j. t is the key count: s, or
-            the stored length with a cache. Padding is never attended to and its outputs
-            are zero, and either mask is combined with the causal mask.
+        attention_mask: bool, or integer 1 (attend) and 0 (masked). Either [b, s], true for
+            real tokens, or broadcastable to [b, 1, s, t], true where query i may attend to
+            key j. t is the key count: s, or the stored length with a cache. Padding is never
+            attended to and its outputs are zero, and either mask is combined with the causal mask.
         mode: "naive" rebuilds per-head keys and values, for training and prefill.
             "absorbed" folds W_UK and W_UV into the query and the output, for decoding.
             "auto" runs the one with fewer multiply-adds for this call's s and t, as
@@ -535,6 +535,12 @@ class MultiHeadLatentAttention(nn.Module):
             )
         if not x.dtype.is_floating_point:
             raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        weight_dtype = self.o_proj.weight.dtype
+        if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(
+                f"x has dtype {x.dtype} but the module's weights are {weight_dtype}; "
+                f"pass x.to({weight_dtype}) or convert the module with .to({x.dtype})"
+            )
         if x.shape[1] == 0:
             raise ValueError("x has no tokens (seq = 0)")
         return x.shape[0], x.shape[1]
@@ -690,18 +696,34 @@ def _open_blind_queries(mask: torch.Tensor | None) -> tuple[torch.Tensor | None,
     return mask | blind, blind
 
 
+def mask_to_bool(attention_mask: torch.Tensor, name: str = "attention_mask") -> torch.Tensor:
+    """Return ``attention_mask`` as a bool tensor: bool as given, integers 1 (attend) and 0 (masked).
+
+    Float masks raise TypeError, because an additive float mask (0 to attend, -inf to mask)
+    would read the other way round. Integers other than 0 and 1 raise ValueError.
+    """
+    if not isinstance(attention_mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(attention_mask).__name__}")
+    if attention_mask.dtype == torch.bool:
+        return attention_mask
+    if attention_mask.dtype.is_floating_point or attention_mask.dtype.is_complex:
+        raise TypeError(
+            f"{name} must be a bool tensor (True = attend) or an integer tensor of 1 (attend) and 0 (masked), "
+            f"got dtype {attention_mask.dtype}; convert an additive float mask with (mask == 0)"
+        )
+    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        found = sorted({int(value) for value in attention_mask.unique().tolist()} - {0, 1})[:5]
+        raise ValueError(f"{name} must contain only 0 and 1, found {found}")
+    return attention_mask.to(torch.bool)
+
+
 def _split_attention_mask(
     attention_mask: torch.Tensor | None, batch_size: int, seq_len: int, device: torch.device
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Return (token_mask [b, s] or None, pair_mask [b|1, 1, s, t] or None) from attention_mask."""
     if attention_mask is None:
         return None, None
-    if not isinstance(attention_mask, torch.Tensor) or attention_mask.dtype != torch.bool:
-        raise TypeError(
-            f"attention_mask must be a bool tensor (True = attend), got "
-            f"{attention_mask.dtype if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__}"
-        )
-    attention_mask = attention_mask.to(device)
+    attention_mask = mask_to_bool(attention_mask).to(device)
     if attention_mask.dim() == 2:
         if attention_mask.shape != (batch_size, seq_len):
             raise ValueError(

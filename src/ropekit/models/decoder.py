@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ropekit.attention.mha import KVCache, MultiHeadAttention
+from ropekit.attention.mla import mask_to_bool
 from ropekit.models.config import DecoderConfig
 from ropekit.rope import RotaryEmbedding
 
@@ -277,7 +278,8 @@ class Decoder(nn.Module):
             positions: [s] or [b, s] integer positions of these tokens. By default each row
                 counts its real tokens from 0, continuing after those already in ``cache``.
             cache: a DecoderCache from ``make_cache``; the new tokens are appended to it.
-            attention_mask: 1 (or True) for real tokens, 0 for left padding. Shape [b, s],
+            attention_mask: 1 (or True) for real tokens, 0 (or False) for left padding, as a
+                bool or integer tensor (float masks raise TypeError). Shape [b, s],
                 or [b, cache.length + s] as in transformers, whose earlier columns must equal
                 the masks passed before.
         """
@@ -319,7 +321,7 @@ class Decoder(nn.Module):
                 f"attention_mask must have shape [{batch_size}, {query_len}] or [{batch_size}, {past + query_len}] "
                 f"(cached plus new tokens), got {tuple(attention_mask.shape)}"
             )
-        mask = attention_mask.to(torch.bool)
+        mask = mask_to_bool(attention_mask).to(input_ids.device)
         if mask.shape[1] != query_len:
             if not torch.equal(mask[:, :past], cache.key_mask):
                 raise ValueError(

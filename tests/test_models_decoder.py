@@ -257,6 +257,18 @@ def test_mla_set_rope_scaling_linear_halves_positions() -> None:
     torch.testing.assert_close(scaled, unscaled, atol=2e-5, rtol=1e-4)
 
 
+def test_yarn_scaling_uses_decoder_length() -> None:
+    model = make_decoder(max_position_embeddings=32)
+    model.set_rope_scaling({"rope_type": "yarn", "factor": 4.0})
+    assert model.config.rope.scaling["original_max_position_embeddings"] == 32
+
+
+def test_mla_yarn_scaling_uses_decoder_length() -> None:
+    model = make_mla_decoder(max_position_embeddings=32)
+    model.set_rope_scaling({"rope_type": "yarn", "factor": 4.0})
+    assert model.config.mla.rope.scaling["original_max_position_embeddings"] == 32
+
+
 def test_mla_config_must_match_decoder_width() -> None:
     from ropekit.attention import MLAConfig
 

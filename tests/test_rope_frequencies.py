@@ -277,6 +277,72 @@ def test_from_hf_original_length_defaults_to_max() -> None:
     assert RopeConfig.from_hf(hf).scaling["original_max_position_embeddings"] == 32768
 
 
+@pytest.mark.parametrize(
+    "scaling",
+    [
+        {"rope_type": "yarn", "factor": 4.0},
+        {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0},
+    ],
+    ids=["yarn", "llama3"],
+)
+def test_config_original_length_falls_back_to_max_like_transformers(scaling: dict) -> None:
+    # transformers fills the absent original length from max_position_embeddings too, so
+    # its frequencies for the same HF config are the reference.
+    hf = {**QWEN2_7B, "max_position_embeddings": 2048, "rope_scaling": dict(scaling)}
+    config = RopeConfig(head_dim=128, theta=1000000.0, max_position_embeddings=2048, scaling=scaling)
+    expected, _ = _transformers_frequencies(hf, None)
+    actual, _ = rope_frequencies(config)
+    assert _relative_error(actual, expected) <= RELATIVE_TOLERANCE
+
+
+def test_config_original_length_falls_back_to_max_value() -> None:
+    config = RopeConfig(head_dim=8, max_position_embeddings=512, scaling={"rope_type": "yarn", "factor": 4})
+    assert config.scaling["original_max_position_embeddings"] == 512
+
+
+def test_config_explicit_original_length_wins_over_max() -> None:
+    scaling = {"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": 128}
+    config = RopeConfig(head_dim=8, max_position_embeddings=512, scaling=scaling)
+    assert config.scaling["original_max_position_embeddings"] == 128
+
+
+def test_config_without_any_length_names_both_keys() -> None:
+    with pytest.raises(ValueError, match="original_max_position_embeddings.*max_position_embeddings in the RopeConfig"):
+        RopeConfig(head_dim=8, scaling={"rope_type": "yarn", "factor": 4})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("num_attention_heads", 0),
+        ("num_attention_heads", -4),
+        ("hidden_size", 64.5),
+        ("hidden_size", 0),
+        ("head_dim", 16.5),
+        ("max_position_embeddings", 2048.5),
+        ("num_attention_heads", True),
+    ],
+)
+def test_from_hf_rejects_bad_size(key: str, value) -> None:
+    hf = {"hidden_size": 64, "num_attention_heads": 4, key: value}
+    with pytest.raises(ValueError, match=f"{key}.*positive integer.*{value!r}"):
+        RopeConfig.from_hf(hf)
+
+
+def test_from_hf_accepts_whole_float_size() -> None:
+    assert RopeConfig.from_hf({"hidden_size": 64.0, "num_attention_heads": 4}).head_dim == 16
+
+
+def test_from_hf_derived_head_dim_not_whole_names_fields() -> None:
+    with pytest.raises(ValueError, match=r"hidden_size \(64\) / num_attention_heads \(6\)"):
+        RopeConfig.from_hf({"hidden_size": 64, "num_attention_heads": 6})
+
+
+def test_from_hf_derived_head_dim_odd_names_fields() -> None:
+    with pytest.raises(ValueError, match=r"hidden_size \(36\) / num_attention_heads \(4\)"):
+        RopeConfig.from_hf({"hidden_size": 36, "num_attention_heads": 4})
+
+
 def test_from_hf_reads_qwen2_vl_mrope_section() -> None:
     hf = {**QWEN2_7B, "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}}
     config = RopeConfig.from_hf(hf)
@@ -409,6 +475,10 @@ def test_dynamic_longer_length_lowers_frequencies() -> None:
         ({"head_dim": 64, "rotary_dim": 66}, "rotary_dim"),
         ({"head_dim": 0}, "head_dim"),
         ({"head_dim": 64, "theta": 0.5}, "theta"),
+        ({"head_dim": 64, "theta": 0.0}, "theta"),
+        ({"head_dim": 64, "theta": -10000.0}, "theta"),
+        ({"head_dim": 64, "theta": math.inf}, "theta"),
+        ({"head_dim": 64, "theta": math.nan}, "theta"),
         ({"head_dim": 64, "scaling": {"factor": 2.0}}, "rope_type"),
         ({"head_dim": 64, "scaling": {"rope_type": "linear"}}, "factor"),
         ({"head_dim": 64, "scaling": {"rope_type": "linear", "factor": 2.0, "beta": 1}}, "beta"),

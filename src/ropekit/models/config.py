@@ -167,15 +167,23 @@ class DecoderConfig:
                 )
 
     def with_rope_scaling(self, scaling: Mapping[str, Any] | None) -> DecoderConfig:
-        """Return a copy whose RoPE uses ``scaling`` (a spec such as {"rope_type": "yarn", ...})."""
+        """Return a copy whose RoPE uses ``scaling`` (a spec such as {"rope_type": "yarn", ...}).
+
+        A RoPE config without max_position_embeddings takes the decoder's, so scaling types
+        that need the trained length (yarn, llama3, dynamic, ...) find it.
+        """
         if self.attention == "mla":
             mla_rope = getattr(self.mla, "rope", None)
             if mla_rope is None:
                 raise ValueError("this MLAConfig has no rope field whose scaling could be replaced")
-            return dataclasses.replace(self, mla=dataclasses.replace(self.mla, rope=dataclasses.replace(mla_rope, scaling=scaling)))
+            return dataclasses.replace(self, mla=dataclasses.replace(self.mla, rope=self._scaled_rope(mla_rope, scaling)))
         if self.position_encoding != "rope":
             raise ValueError(f"the model uses position_encoding={self.position_encoding!r}, so it has no RoPE to scale")
-        return dataclasses.replace(self, rope=dataclasses.replace(self.rope, scaling=scaling))
+        return dataclasses.replace(self, rope=self._scaled_rope(self.rope, scaling))
+
+    def _scaled_rope(self, rope: RopeConfig, scaling: Mapping[str, Any] | None) -> RopeConfig:
+        length = rope.max_position_embeddings or self.max_position_embeddings
+        return dataclasses.replace(rope, scaling=scaling, max_position_embeddings=length)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict that ``from_dict`` turns back into this config."""

@@ -54,8 +54,10 @@ class RopeConfig:
             (see ``ropekit.rope.scaling`` for the registered types and their keys). It is
             validated here and stored read-only, with lists turned into tuples.
         max_position_embeddings: the context length the model is configured for, in
-            tokens. Required by "dynamic"; the fallback for an absent "factor" of "yarn"
-            and "longrope" (factor = max_position_embeddings / original length).
+            tokens. Required by "dynamic"; the fallback for an absent
+            "original_max_position_embeddings" of the scaling types that need one (yarn,
+            deepseek_yarn, longrope, llama3) and for an absent "factor" of "yarn" and
+            "longrope" (factor = max_position_embeddings / original length).
         mrope_section: the frequency pairs taken from each position axis (temporal, height,
             width) in order, for multimodal RoPE as in Qwen2-VL. The sections sum to
             rotary_dim // 2, and positions then have shape [n_axes, ...].
@@ -84,8 +86,13 @@ class RopeConfig:
 
     def __post_init__(self) -> None:
         _validate_dims(self)
-        if not isinstance(self.theta, (int, float)) or isinstance(self.theta, bool) or not self.theta > 1.0:
-            raise ValueError(f"theta must be a number greater than 1, got {self.theta!r}")
+        if (
+            not isinstance(self.theta, (int, float))
+            or isinstance(self.theta, bool)
+            or not math.isfinite(self.theta)
+            or not self.theta > 1.0
+        ):
+            raise ValueError(f"theta must be a finite number greater than 1, got {self.theta!r}")
         if not isinstance(self.interleaved, bool):
             raise TypeError(f"interleaved must be a bool, got {self.interleaved!r}")
         if self.max_position_embeddings is not None and (
@@ -212,9 +219,20 @@ def _normalize_scaling(config: RopeConfig) -> None:
         return
 
     scaling_type = get_scaling_type(rope_type)
+    # transformers fills an absent original length from max_position_embeddings
+    # (modeling_rope_utils, standardize_rope_params); so does RopeConfig.from_hf.
+    if (
+        "original_max_position_embeddings" in scaling_type.required
+        and spec.get("original_max_position_embeddings") is None
+        and config.max_position_embeddings is not None
+    ):
+        spec["original_max_position_embeddings"] = config.max_position_embeddings
     missing = [key for key in scaling_type.required if spec.get(key) is None]
     if missing:
-        raise ValueError(f"scaling of rope_type {rope_type!r} is missing the required key(s) {missing}")
+        hint = ""
+        if "original_max_position_embeddings" in missing:
+            hint = "; set original_max_position_embeddings in scaling or max_position_embeddings in the RopeConfig"
+        raise ValueError(f"scaling of rope_type {rope_type!r} is missing the required key(s) {missing}{hint}")
     unknown = sorted(set(spec) - {"rope_type"} - set(scaling_type.required) - set(scaling_type.optional))
     if unknown:
         raise ValueError(

@@ -8,7 +8,8 @@ Keys read, as transformers 5.25 reads them:
   means no scaling;
 - ``partial_rotary_factor`` at the top level or inside the scaling mapping, else
   GPT-NeoX's ``rotary_pct``: rotary_dim = int(head_dim * partial_rotary_factor);
-- ``head_dim``, else ``hidden_size // num_attention_heads``;
+- ``head_dim``, else ``hidden_size / num_attention_heads``, which must be whole;
+  sizes must be positive integers (a whole float such as 64.0 is accepted);
 - DeepSeek's MLA keys: ``qk_rope_head_dim`` is the rotated part of each head, so it
   becomes both head_dim and rotary_dim, and ``rope_interleave`` (default True for these
   checkpoints) the layout;
@@ -46,10 +47,9 @@ def rope_config_from_hf(config: Mapping[str, Any] | str | os.PathLike[str] | Any
     Raises ValueError naming the missing key or the unknown rope type.
     """
     values = _load(config)
-    head_dim = _head_dim(values)
+    head_dim, head_dim_source = _head_dim(values)
     interleaved = False
     if values.get("qk_rope_head_dim") is not None:
-        head_dim = int(values["qk_rope_head_dim"])
         interleaved = bool(values.get("rope_interleave", True))
 
     spec = _scaling_mapping(values)
@@ -62,8 +62,15 @@ def rope_config_from_hf(config: Mapping[str, Any] | str | os.PathLike[str] | Any
     mrope_section = spec.pop("mrope_section", None)
     mrope_interleaved = bool(spec.pop("mrope_interleaved", False))
     rotary_dim = int(head_dim * float(partial))
+    if head_dim_source == "derived" and rotary_dim % 2:
+        raise ValueError(
+            f"head_dim derived from hidden_size ({values['hidden_size']}) / num_attention_heads "
+            f"({values['num_attention_heads']}) is {head_dim}, which gives the odd rotary_dim {rotary_dim} "
+            f"(partial_rotary_factor {partial}); RoPE needs an even one, so set head_dim in the config "
+            "or fix those two fields"
+        )
 
-    max_length = values.get("max_position_embeddings")
+    max_length = _size(values, "max_position_embeddings")
     scaling = _finish_scaling(spec, values, max_length)
     return RopeConfig(
         head_dim=head_dim,
@@ -71,7 +78,7 @@ def rope_config_from_hf(config: Mapping[str, Any] | str | os.PathLike[str] | Any
         theta=float(theta),
         interleaved=interleaved,
         scaling=scaling,
-        max_position_embeddings=None if max_length is None else int(max_length),
+        max_position_embeddings=max_length,
         mrope_section=None if mrope_section is None else tuple(int(s) for s in mrope_section),
         mrope_interleaved=mrope_interleaved,
     )
@@ -103,16 +110,37 @@ def _first_present(values: Mapping[str, Any], keys: tuple[str, ...], default: An
     return default
 
 
-def _head_dim(values: Mapping[str, Any]) -> int:
-    if values.get("head_dim") is not None:
-        return int(values["head_dim"])
-    if values.get("qk_rope_head_dim") is not None:
-        return int(values["qk_rope_head_dim"])
-    hidden_size, num_heads = values.get("hidden_size"), values.get("num_attention_heads")
+def _size(values: Mapping[str, Any], key: str) -> int | None:
+    """Return ``values[key]`` as a positive int (None when absent); a whole float such as 64.0 counts."""
+    value = values.get(key)
+    if value is None:
+        return None
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or value <= 0:
+        raise ValueError(f"config key {key!r} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _head_dim(values: Mapping[str, Any]) -> tuple[int, str]:
+    """Return the rotated head size and where it came from: "qk_rope_head_dim", "head_dim" or "derived".
+
+    DeepSeek's MLA configs rotate only qk_rope_head_dim channels of each head, so that key
+    wins over head_dim there.
+    """
+    for key in ("qk_rope_head_dim", "head_dim"):
+        size = _size(values, key)
+        if size is not None:
+            return size, key
+    hidden_size, num_heads = _size(values, "hidden_size"), _size(values, "num_attention_heads")
     if hidden_size is None or num_heads is None:
         missing = [key for key in ("hidden_size", "num_attention_heads") if values.get(key) is None]
         raise ValueError(f"config has no 'head_dim' and lacks {missing} to derive it from")
-    return int(hidden_size) // int(num_heads)
+    if hidden_size % num_heads:
+        raise ValueError(
+            f"head_dim derived from hidden_size ({hidden_size}) / num_attention_heads ({num_heads}) "
+            f"= {hidden_size / num_heads:g} is not whole; set head_dim in the config or fix those two fields"
+        )
+    return hidden_size // num_heads, "derived"
 
 
 def _scaling_mapping(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -147,7 +175,7 @@ def _finish_scaling(spec: dict[str, Any], values: Mapping[str, Any], max_length:
             del spec[key]
     if rope_type in _TYPES_WITH_ORIGINAL_LENGTH:
         if values.get("original_max_position_embeddings") is not None:
-            spec["original_max_position_embeddings"] = int(values["original_max_position_embeddings"])
+            spec["original_max_position_embeddings"] = _size(values, "original_max_position_embeddings")
         elif spec.get("original_max_position_embeddings") is None and max_length is not None:
-            spec["original_max_position_embeddings"] = int(max_length)
+            spec["original_max_position_embeddings"] = max_length
     return spec

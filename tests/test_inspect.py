@@ -433,6 +433,112 @@ def test_directory_without_model_is_rejected(tmp_path):
         load_source(tmp_path)
 
 
+# ropekit's own checkpoints
+
+
+def save_tiny_decoder(directory, **overrides):
+    """Save a small ropekit Decoder with ``ropekit.save_model``; return the directory."""
+    from ropekit.models import Decoder, DecoderConfig, save_model
+
+    fields = dict(vocab_size=64, hidden_size=48, num_layers=2, num_heads=6, num_kv_heads=2,
+                  max_position_embeddings=128)
+    fields.update(overrides)
+    return save_model(Decoder(DecoderConfig(**fields)), directory)
+
+
+YARN_ROPE = {"head_dim": 8, "theta": 5000.0, "interleaved": True, "max_position_embeddings": 128,
+             "scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128}}
+
+
+def test_ropekit_checkpoint_attention(tmp_path):
+    attention = inspect_source(save_tiny_decoder(tmp_path / "model"))["attention"]
+    assert attention["type"] == "gqa"
+    assert attention["num_kv_heads"] == 2
+    assert attention["num_layers"] == 2
+    assert attention["kv_elements_per_token_per_layer"] == 2 * 2 * 8
+
+
+def test_ropekit_checkpoint_rope_matches_transformers(tmp_path):
+    rope = inspect_source(save_tiny_decoder(tmp_path / "model", rope=YARN_ROPE))["rope"]
+    hf_config = {"model_type": "llama", "hidden_size": 48, "num_attention_heads": 6, "head_dim": 8,
+                 "max_position_embeddings": 128,
+                 "rope_parameters": {"rope_type": "yarn", "rope_theta": 5000.0, "factor": 4.0,
+                                     "original_max_position_embeddings": 128}}
+    reference, attention_factor = transformers_frequencies(hf_config, seq_len=rope["context"])
+    assert rope["context"] == 512
+    assert rope["interleaved"] is True
+    assert torch.allclose(torch.tensor(rope["inv_freq"], dtype=torch.float64), reference.double(), rtol=1e-6, atol=0)
+    assert rope["attention_factor"] == pytest.approx(attention_factor, rel=1e-9)
+
+
+def test_ropekit_checkpoint_source_kind(tmp_path):
+    source = load_source(save_tiny_decoder(tmp_path / "model"))
+    assert source.kind == "directory"
+    assert source.config["model_type"] == "ropekit"
+
+
+def test_ropekit_mla_checkpoint(tmp_path):
+    from ropekit.attention import MLAConfig
+
+    mla = MLAConfig(hidden_size=48, num_heads=6, q_lora_rank=None, kv_lora_rank=16, qk_nope_head_dim=8,
+                    qk_rope_head_dim=4, v_head_dim=8)
+    attention = inspect_source(save_tiny_decoder(tmp_path / "mla", attention="mla", mla=mla, num_kv_heads=None))[
+        "attention"
+    ]
+    assert attention["type"] == "mla"
+    assert attention["kv_lora_rank"] == 16
+    assert attention["kv_elements_per_token_per_layer"] == 16 + 4
+
+
+def test_ropekit_checkpoint_without_rope_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="position_encoding 'alibi', not RoPE"):
+        load_source(save_tiny_decoder(tmp_path / "alibi", position_encoding="alibi"))
+
+
+def test_command_reads_ropekit_checkpoint(tmp_path, capsys):
+    directory = save_tiny_decoder(tmp_path / "model")
+    assert main(["inspect", str(directory)]) == 0
+    assert "gqa (2 KV heads, this model)" in capsys.readouterr().out
+
+
+# Invalid sizes
+
+
+@pytest.mark.parametrize("layers", [0, -2])
+def test_layer_count_must_be_positive(tmp_path, layers):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**TINY_CONFIG, "num_hidden_layers": layers}))
+    with pytest.raises(ValueError, match=f"num_hidden_layers = {layers}; expected a positive whole number"):
+        load_source(path)
+
+
+def test_fractional_size_is_rejected(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**TINY_CONFIG, "hidden_size": 64.5}))
+    with pytest.raises(ValueError, match="hidden_size = 64.5"):
+        load_source(path)
+
+
+def test_boolean_size_is_rejected(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**TINY_CONFIG, "num_key_value_heads": True}))
+    with pytest.raises(ValueError, match="num_key_value_heads = True"):
+        load_source(path)
+
+
+def test_whole_float_size_becomes_int(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**TINY_CONFIG, "hidden_size": 96.0}))
+    assert load_source(path).config["hidden_size"] == 96
+
+
+def test_command_rejects_negative_layers(tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**TINY_CONFIG, "num_hidden_layers": -1}))
+    assert main(["inspect", str(path)]) == 2
+    assert "num_hidden_layers = -1" in capsys.readouterr().err
+
+
 # The command
 
 
@@ -458,6 +564,11 @@ def test_text_report_sections():
     assert "softmax scale" in text
     assert "40,960" in text  # the MHA row of the cache comparison
     assert "mla (this model)" in text
+
+
+def test_text_report_names_hypothetical_gqa_heads():
+    text = format_report(inspect_source("deepseek-v3"))
+    assert "gqa (8 KV heads)" in text
 
 
 def test_command_error_goes_to_stderr(capsys, tmp_path):

@@ -39,10 +39,10 @@ def build_report(source: ModelSource) -> dict[str, Any]:
             of ``RopeConfig.from_hf`` or ``MLAConfig.from_hf`` names it.
     """
     config = source.config
-    if config.get("kv_lora_rank") is not None:
-        rope_config, attention = _latent_attention(config)
+    if source.mla is not None or config.get("kv_lora_rank") is not None:
+        rope_config, attention = _latent_attention(config, source.mla)
     else:
-        rope_config, attention = _per_head_attention(config)
+        rope_config, attention = _per_head_attention(config, source.rope)
 
     if source.interleaved is not None:
         rope_config = dataclasses.replace(rope_config, interleaved=source.interleaved)
@@ -120,11 +120,15 @@ def _rope_section(rope_config: Any, config: Mapping[str, Any], freq_factors: tup
     }
 
 
-def _per_head_attention(config: Mapping[str, Any]) -> tuple[Any, dict]:
-    """Return the RoPE config and the attention section of an MHA, GQA or MQA model."""
+def _per_head_attention(config: Mapping[str, Any], rope_config: Any = None) -> tuple[Any, dict]:
+    """Return the RoPE config and the attention section of an MHA, GQA or MQA model.
+
+    ``rope_config`` is used when given; otherwise RoPE is read from ``config``.
+    """
     from ropekit import RopeConfig
 
-    rope_config = RopeConfig.from_hf(dict(config))
+    if rope_config is None:
+        rope_config = RopeConfig.from_hf(dict(config))
     num_heads = int(config["num_attention_heads"])
     num_kv_heads = int(config.get("num_key_value_heads") or num_heads)
     if num_heads % num_kv_heads != 0:
@@ -165,13 +169,17 @@ def _per_head_attention(config: Mapping[str, Any]) -> tuple[Any, dict]:
     return rope_config, attention
 
 
-def _latent_attention(config: Mapping[str, Any]) -> tuple[Any, dict]:
-    """Return the RoPE config and the attention section of a Multi-Head Latent Attention model."""
+def _latent_attention(config: Mapping[str, Any], mla_config: Any = None) -> tuple[Any, dict]:
+    """Return the RoPE config and the attention section of a Multi-Head Latent Attention model.
+
+    ``mla_config`` is used when given; otherwise it is read from ``config``.
+    """
     import torch
 
     from ropekit import MLAConfig, kv_cache_report
 
-    mla_config = MLAConfig.from_hf(dict(config))
+    if mla_config is None:
+        mla_config = MLAConfig.from_hf(dict(config))
     num_layers = int(config["num_hidden_layers"])
     reports = {
         "bfloat16": kv_cache_report(mla_config, num_layers=num_layers, dtype=torch.bfloat16),

@@ -20,6 +20,25 @@ REQUIRED_FIELDS = {
     "num_hidden_layers": "the number of decoder layers",
 }
 
+# Counts and sizes the report reads: each must be a positive whole number when present.
+SIZE_FIELDS = (
+    "num_attention_heads",
+    "num_hidden_layers",
+    "num_key_value_heads",
+    "hidden_size",
+    "head_dim",
+    "max_position_embeddings",
+    "original_max_position_embeddings",
+    "q_lora_rank",
+    "kv_lora_rank",
+    "qk_nope_head_dim",
+    "qk_rope_head_dim",
+    "v_head_dim",
+)
+
+# The model_type that ``ropekit.save_model`` writes into config.json.
+ROPEKIT_MODEL_TYPE = "ropekit"
+
 
 @dataclass(frozen=True)
 class ModelSource:
@@ -35,6 +54,10 @@ class ModelSource:
             None to keep what the config's reader decides.
         freq_factors: per-pair divisors of the RoPE frequencies (a GGUF ``rope_freqs``
             tensor), or None.
+        rope: the exact RopeConfig when the source stores one (a ropekit checkpoint's
+            DecoderConfig), or None to read RoPE from ``config``.
+        mla: the exact MLAConfig of a ropekit checkpoint with latent attention, or None to
+            read it from ``config``.
     """
 
     kind: str
@@ -43,6 +66,8 @@ class ModelSource:
     reference: str | None = None
     interleaved: bool | None = None
     freq_factors: tuple[float, ...] | None = None
+    rope: Any = None
+    mla: Any = None
 
 
 def load_source(source: str | os.PathLike[str]) -> ModelSource:
@@ -101,7 +126,52 @@ def _load_file(path: Path, kind: str) -> ModelSource:
         raise ValueError(f"{path} is neither a GGUF file nor a JSON model config: {error}") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path} contains a JSON {type(config).__name__}, not the object of a model config.json")
+    if config.get("model_type") == ROPEKIT_MODEL_TYPE:
+        return _ropekit_source(config, path, kind)
     return ModelSource(kind=kind, location=str(path), config=_validated(config, where=str(path)))
+
+
+def _ropekit_source(values: dict[str, Any], path: Path, kind: str) -> ModelSource:
+    """Read the config.json that ``ropekit.save_model`` writes: {"model_type": "ropekit", "decoder": {...}}.
+
+    The report's fields get their Hugging Face names, and the RopeConfig (or MLAConfig) is
+    passed on whole, so its layout and scaling are reported exactly as the model uses them.
+    """
+    from ropekit.models.config import DecoderConfig
+
+    decoder_values = values.get("decoder")
+    if not isinstance(decoder_values, dict):
+        raise ValueError(f"{path} has model_type 'ropekit' but no 'decoder' object")
+    try:
+        decoder = DecoderConfig.from_dict(decoder_values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path} has an invalid ropekit decoder config: {error}") from None
+    if decoder.position_encoding != "rope":
+        raise ValueError(
+            f"{path} describes a ropekit decoder with position_encoding {decoder.position_encoding!r}, not RoPE; "
+            "ropekit inspect explains models with rotary position encoding"
+        )
+
+    config: dict[str, Any] = {
+        "model_type": ROPEKIT_MODEL_TYPE,
+        "vocab_size": decoder.vocab_size,
+        "hidden_size": decoder.hidden_size,
+        "num_hidden_layers": decoder.num_layers,
+        "num_attention_heads": decoder.num_heads,
+        "max_position_embeddings": decoder.max_position_embeddings,
+    }
+    if decoder.attention == "mla":
+        mla = decoder.mla
+        config.update(
+            q_lora_rank=mla.q_lora_rank,
+            kv_lora_rank=mla.kv_lora_rank,
+            qk_nope_head_dim=mla.qk_nope_head_dim,
+            qk_rope_head_dim=mla.qk_rope_head_dim,
+            v_head_dim=mla.v_head_dim,
+        )
+        return ModelSource(kind=kind, location=str(path), config=config, rope=mla.rope, mla=mla)
+    config.update(num_key_value_heads=decoder.num_kv_heads, head_dim=decoder.head_dim)
+    return ModelSource(kind=kind, location=str(path), config=config, rope=decoder.rope)
 
 
 def _validated(config: dict[str, Any], where: str) -> dict[str, Any]:
@@ -117,6 +187,9 @@ def _validated(config: dict[str, Any], where: str) -> dict[str, Any]:
             raise ValueError(f"{where} is not a usable model config: the field {field!r} ({meaning}) is missing")
 
     config = dict(config)
+    for field in SIZE_FIELDS:
+        if config.get(field) is not None:
+            config[field] = _positive_whole_number(config[field], field, where)
     for old_name, new_name in FIELD_ALIASES.items():
         if old_name in config and new_name not in config:
             config[new_name] = config[old_name]
@@ -129,3 +202,11 @@ def _validated(config: dict[str, Any], where: str) -> dict[str, Any]:
             "ropekit inspect explains models with rotary position encoding"
         )
     return config
+
+
+def _positive_whole_number(value: Any, field: str, where: str) -> int:
+    """Return ``value`` as an int, accepting integral floats such as 64.0; raise ValueError otherwise."""
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or value <= 0:
+        raise ValueError(f"{where} has {field} = {value!r}; expected a positive whole number")
+    return int(value)

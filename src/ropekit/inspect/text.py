@@ -78,7 +78,7 @@ def _attention_lines(attention: dict[str, Any]) -> list[str]:
     header = ("layout", "elements/layer", "bf16/layer", "8-bit/layer", "bf16 all layers", "8-bit all layers")
     rows = [header]
     for name, sizes in attention["comparison"].items():
-        label = f"{name} (this model)" if name == kind else name
+        label = _layout_label(name, sizes.get("kv_heads"), this_model=name == kind)
         rows.append(
             (
                 label,
@@ -94,3 +94,13 @@ def _attention_lines(attention: dict[str, Any]) -> list[str]:
         cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
         lines.append("    " + "  ".join(cells))
     return lines
+
+
+def _layout_label(name: str, kv_heads: Any, this_model: bool) -> str:
+    """Return a row label such as "gqa, 8 KV heads" that names the key/value heads the row assumes."""
+    notes = []
+    if isinstance(kv_heads, int) and name != "mla":
+        notes.append(f"{kv_heads} KV head{'s' if kv_heads != 1 else ''}")
+    if this_model:
+        notes.append("this model")
+    return f"{name} ({', '.join(notes)})" if notes else name

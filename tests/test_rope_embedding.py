@@ -201,6 +201,25 @@ def test_packed_offset_per_sequence() -> None:
     assert _max_error(q_out, _reference(q, positions, config)) <= FLOAT32_TOLERANCE
 
 
+@pytest.mark.parametrize("interleaved", LAYOUTS, ids=LAYOUT_IDS)
+def test_packed_int_offset_shifts_every_sequence(interleaved: bool) -> None:
+    config = _config(interleaved, head_dim=12, rotary_dim=8)
+    embedding = RotaryEmbedding(config)
+    q, k = torch.randn(7, 3, 12), torch.randn(7, 1, 12)
+    q_out, k_out = embedding(q, k, cu_seqlens=torch.tensor([0, 3, 7]), offset=5)
+    positions = torch.tensor([5, 6, 7, 5, 6, 7, 8]).view(7, 1)
+    assert _max_error(q_out, _reference(q, positions, config)) <= FLOAT32_TOLERANCE
+    assert _max_error(k_out, _reference(k, positions, config)) <= FLOAT32_TOLERANCE
+
+
+def test_negative_offset_within_positions_is_allowed() -> None:
+    config = _config()
+    q = torch.randn(1, 3, 1, 10)
+    q_out, _ = RotaryEmbedding(config)(q, q, torch.tensor([4, 5, 6]), offset=-4)
+    positions = torch.tensor([0, 1, 2]).view(1, 3, 1)
+    assert _max_error(q_out, _reference(q, positions, config)) <= FLOAT32_TOLERANCE
+
+
 def test_negative_positions_rotate_backwards() -> None:
     config = _config()
     embedding = RotaryEmbedding(config)
@@ -324,13 +343,25 @@ def test_angle_error_at_one_million() -> None:
 
 
 @pytest.mark.parametrize("interleaved", LAYOUTS, ids=LAYOUT_IDS)
-@pytest.mark.parametrize("offset", [2**24 + 3, 10_000_000, -(2**25)], ids=["2^24+3", "1e7", "-2^25"])
+@pytest.mark.parametrize("offset", [2**24 + 3, 10_000_000], ids=["2^24+3", "1e7"])
 def test_extreme_positions_match_reference(interleaved: bool, offset: int) -> None:
     torch.manual_seed(8)
     config = _config(interleaved, head_dim=64, theta=500000.0)
     q = torch.randn(1, 3, 2, 64)
     q_out, _ = RotaryEmbedding(config)(q, q, offset=offset)
     expected = _reference(q, torch.arange(offset, offset + 3).view(1, 3, 1), config)
+    assert _max_error(q_out, expected) <= FLOAT32_TOLERANCE
+
+
+@pytest.mark.parametrize("interleaved", LAYOUTS, ids=LAYOUT_IDS)
+def test_extreme_negative_positions_match_reference(interleaved: bool) -> None:
+    # An offset may not push a position below 0, but explicit negative positions are valid.
+    torch.manual_seed(8)
+    config = _config(interleaved, head_dim=64, theta=500000.0)
+    q = torch.randn(1, 3, 2, 64)
+    positions = torch.arange(-(2**25), -(2**25) + 3)
+    q_out, _ = RotaryEmbedding(config)(q, q, positions)
+    expected = _reference(q, positions.view(1, 3, 1), config)
     assert _max_error(q_out, expected) <= FLOAT32_TOLERANCE
 
 
@@ -418,6 +449,30 @@ def test_rejects_offset_shape(embedding: RotaryEmbedding) -> None:
     q = torch.randn(2, 3, 2, 10)
     with pytest.raises(ValueError, match="offset"):
         embedding(q, q, offset=torch.tensor([1, 2, 3]))
+
+
+def test_rejects_negative_int_offset(embedding: RotaryEmbedding) -> None:
+    q = torch.randn(2, 3, 2, 10)
+    with pytest.raises(ValueError, match=r"offset -1 .*below 0"):
+        embedding(q, q, offset=-1)
+
+
+def test_rejects_offset_below_explicit_positions(embedding: RotaryEmbedding) -> None:
+    q = torch.randn(1, 3, 2, 10)
+    with pytest.raises(ValueError, match=r"offset -3 .*lowest is -1"):
+        embedding(q, q, torch.tensor([2, 3, 4]), offset=-3)
+
+
+def test_rejects_negative_tensor_offset(embedding: RotaryEmbedding) -> None:
+    q = torch.randn(2, 3, 2, 10)
+    with pytest.raises(ValueError, match=r"offset \[0, -2\]"):
+        embedding(q, q, offset=torch.tensor([0, -2]))
+
+
+def test_rejects_negative_packed_offset(embedding: RotaryEmbedding) -> None:
+    q = torch.randn(5, 2, 10)
+    with pytest.raises(ValueError, match=r"offset \[3, -1\]"):
+        embedding(q, q, cu_seqlens=torch.tensor([0, 2, 5]), offset=torch.tensor([3, -1]))
 
 
 def test_rejects_float_offset(embedding: RotaryEmbedding) -> None:

@@ -26,7 +26,13 @@ from ropekit.kernels import BACKENDS, rotate_qk
 from ropekit.rope.apply import expand_to_layout
 from ropekit.rope.config import RopeConfig
 from ropekit.rope.frequencies import rope_frequencies
-from ropekit.rope.positions import check_integer, check_qk, packed_positions, padded_positions
+from ropekit.rope.positions import (
+    check_integer,
+    check_qk,
+    check_shifted_positions,
+    packed_positions,
+    padded_positions,
+)
 from ropekit.rope.scaling import get_scaling_type
 
 logger = logging.getLogger("ropekit.rope.embedding")
@@ -212,10 +218,14 @@ class RotaryEmbedding(nn.Module):
             positions: integer [s] or [b, s] (per-row positions for left-padded batches),
                 with a leading axis [a, ...] for multi-axis configs. Defaults to
                 0 .. s - 1. Not allowed with cu_seqlens.
-            offset: an int, or an integer [b] tensor (one offset per row; with
-                cu_seqlens one per packed sequence), added to the positions.
+            offset: an int, or an integer [b] tensor (one offset per row), added to the
+                positions. With cu_seqlens it shifts each packed sequence: the tokens of
+                sequence j get positions offset[j], offset[j] + 1, ... (an int shifts every
+                sequence alike), as when each sequence continues a cached prefix of that
+                length. Raises ValueError when the offset makes any position negative.
             cu_seqlens: [n + 1] cumulative sequence lengths of n packed sequences,
-                starting at 0 and ending at t; positions restart at 0 in each sequence.
+                starting at 0 and ending at t; positions restart at 0 in each sequence,
+                then the offset is added.
             seq_dim: 1 or 2 for padded tensors; with cu_seqlens the tokens are on
                 dimension 0 and seq_dim must be 0 or left at its default.
         """
@@ -236,6 +246,7 @@ class RotaryEmbedding(nn.Module):
             positions = padded_positions(q, positions, offset, seq_dim, self.config.n_axes)
             kernel_seq_dim = seq_dim
 
+        check_shifted_positions(positions, offset)
         table_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
         cos, sin = self._cos_sin(positions, table_dtype, bounds)  # [s, r], [b, s, r] or [t, r]
         backend = self.backend

@@ -145,3 +145,28 @@ def check_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> None:
         raise ValueError(f"cu_seqlens must be non-decreasing (cumulative lengths), got {values}")
     if values[-1] != total:
         raise ValueError(f"cu_seqlens must end at the token count {total}, got {values}")
+
+
+def check_shifted_positions(positions: torch.Tensor, offset: int | torch.Tensor) -> None:
+    """Raise ValueError when a negative offset moves any position below 0.
+
+    Only a negative offset is checked, so explicit negative positions stay valid. A tensor
+    offset costs one read of its smallest value. Compiled graphs and CUDA graph capture
+    skip the check because neither allows reading a tensor back to the host.
+    """
+    if isinstance(offset, torch.Tensor):
+        if torch.compiler.is_compiling() or (offset.is_cuda and torch.cuda.is_current_stream_capturing()):
+            return
+        if offset.numel() == 0 or int(offset.min()) >= 0:
+            return
+    elif offset >= 0:
+        return
+    if positions.numel() == 0:
+        return
+    lowest = int(positions.min())
+    if lowest < 0:
+        shown = offset.tolist() if isinstance(offset, torch.Tensor) else offset
+        raise ValueError(
+            f"offset {shown} moves a position below 0 (the lowest is {lowest}); positions count from 0, "
+            "so the offset must be at least minus the smallest position"
+        )

@@ -574,3 +574,138 @@ def test_cli_reports_missing_corpus(tmp_path, capsys):
     code = main(["study", "--corpus", str(tmp_path / "absent"), "--out", str(tmp_path / "out")])
     assert code == 2
     assert "not found" in capsys.readouterr().err
+
+
+# Trained models, learning rate, output folder and progress ------------------------------
+
+
+def test_study_writes_models_that_load_and_generate(tmp_path, text_corpus):
+    from ropekit.models import load_model, load_tokenizer
+    from ropekit.models.generation import generate
+
+    out = tmp_path / "out"
+    run_study(tiny_options(text_corpus, out, encodings=("learned", "rope", "mla")))
+    for name in ("learned", "rope", "mla"):
+        model = load_model(out / "models" / name)
+        trained = final_weights(out, name)
+        loaded = model.state_dict()
+        for key, value in trained.items():
+            assert torch.equal(loaded[key], value), f"{name}: {key}"
+        tokenizer = load_tokenizer(out / "models" / name)
+        prompt = tokenizer.encode("the river")
+        new_ids = list(generate(model, prompt, max_new_tokens=5))
+        assert len(new_ids) == 5, name
+        assert all(0 <= token < 256 for token in new_ids), name
+
+
+def test_cli_generate_runs_on_a_study_model(tmp_path, text_corpus, capsys):
+    from ropekit.cli import main
+
+    out = tmp_path / "out"
+    assert main(study_command(text_corpus, out, "--steps", "6", "--encodings", "rope")) == 0
+    assert str(out / "models") in capsys.readouterr().out
+    code = main(["generate", str(out / "models" / "rope"), "--prompt", "the", "--max-new-tokens", "4"])
+    assert code == 0
+    assert capsys.readouterr().out.startswith("the")
+
+
+def test_min_learning_rate_defaults_to_a_tenth_of_the_peak(tmp_path):
+    options = StudyOptions(learning_rate=1e-4, out=str(tmp_path))
+    assert options.min_learning_rate == pytest.approx(1e-5)
+
+
+def test_cli_accepts_a_low_learning_rate():
+    options = parse_study_args("--learning-rate", "1e-4")
+    assert options.train_config().min_learning_rate == pytest.approx(1e-5)
+
+
+def test_cli_min_learning_rate_option():
+    options = parse_study_args("--learning-rate", "1e-3", "--min-learning-rate", "2e-4")
+    assert options.train_config().min_learning_rate == 2e-4
+
+
+@pytest.mark.parametrize("value", ["0", "-1e-3", "nan"])
+def test_cli_rejects_non_positive_learning_rate(value):
+    with pytest.raises(ValueError, match="--learning-rate"):
+        parse_study_args(f"--learning-rate={value}")
+
+
+def test_cli_rejects_min_learning_rate_above_peak():
+    with pytest.raises(ValueError, match="--min-learning-rate"):
+        parse_study_args("--min-learning-rate", "1e-2")
+
+
+def test_cli_rejects_negative_checkpoint_every():
+    with pytest.raises(ValueError, match="--checkpoint-every"):
+        parse_study_args("--checkpoint-every=-5")
+
+
+def test_cli_help_states_checkpoint_every_default(capsys):
+    import argparse
+
+    from ropekit.commands import study
+
+    parser = argparse.ArgumentParser()
+    study.add_arguments(parser)
+    help_text = " ".join(parser.format_help().split())
+    assert "(default 100); 0 writes only the checkpoint at the end" in help_text
+
+
+def test_checkpoint_every_zero_writes_only_the_final_checkpoint(tmp_path, text_corpus):
+    out = tmp_path / "out"
+    run_study(tiny_options(text_corpus, out, checkpoint_every=0))
+    log = (out / "train.log").read_text()
+    assert log.count("rope: checkpoint at step") == 1
+    assert "rope: checkpoint at step 12 " in log
+
+
+def test_study_into_a_folder_with_a_study_raises(tmp_path, text_corpus):
+    out = tmp_path / "out"
+    run_study(tiny_options(text_corpus, out))
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(ValueError, match="already contains a study .*--resume.*--overwrite"):
+        run_study(tiny_options(text_corpus, out, steps=6))
+    assert (out / "results.json").read_bytes() == before
+
+
+def test_overwrite_replaces_the_study(tmp_path, text_corpus):
+    out = tmp_path / "out"
+    run_study(tiny_options(text_corpus, out, encodings=("learned", "rope")))
+    (out / "notes.txt").write_text("kept")
+    run_study(tiny_options(text_corpus, out, steps=6, overwrite=True))
+    assert json.loads((out / "study.json").read_text())["steps"] == 6
+    assert not (out / "runs" / "learned.json").exists()
+    assert not (out / "models" / "learned").exists()
+    assert (out / "notes.txt").read_text() == "kept"
+
+
+def test_resume_without_a_study_raises(tmp_path, text_corpus):
+    with pytest.raises(ValueError, match="contains no study"):
+        run_study(tiny_options(text_corpus, tmp_path / "empty", resume=True))
+
+
+def test_cli_rejects_resume_with_overwrite(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse_study_args("--resume", "--overwrite", "--out", str(tmp_path))
+    assert "not allowed with argument --resume" in capsys.readouterr().err
+
+
+def test_study_options_reject_resume_with_overwrite(tmp_path):
+    with pytest.raises(ValueError, match="resume and overwrite"):
+        StudyOptions(resume=True, overwrite=True, out=str(tmp_path))
+
+
+def test_cli_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path, text_corpus, capfd):
+    from ropekit.cli import main
+
+    command = [arg for arg in study_command(text_corpus, tmp_path / "out", "--steps", "6") if arg != "--no-progress"]
+    assert main(command) == 0
+    assert "\r" not in capfd.readouterr().err
+
+
+def test_cli_progress_flag_forces_bars(tmp_path, text_corpus, capfd):
+    from ropekit.cli import main
+
+    command = [arg for arg in study_command(text_corpus, tmp_path / "out", "--steps", "6") if arg != "--no-progress"]
+    assert main([*command, "--progress"]) == 0
+    assert "\r" in capfd.readouterr().err

@@ -1,7 +1,7 @@
 """``ropekit study``: compare positional encodings on real text, at 1x to 8x the training length.
 
-Results go to --out (results.json, .csv, .md, figures, checkpoints, train.log); the
-summary tables go to stdout and progress bars to stderr. Under
+Results go to --out (results.json, .csv, .md, figures, checkpoints, models, train.log);
+the summary tables go to stdout and progress bars to stderr. Under
 ``torchrun --nproc-per-node N`` the same command trains with DistributedDataParallel.
 """
 
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-# Defaults of the full study. They are sized from step times measured on a 2-core CPU so
-# that all eight runs train and evaluate within 15 minutes (docs/study.md has the figures).
+# Defaults of the full study, sized so that all eight runs are meant to train and evaluate
+# within 15 minutes on a 2-core CPU.
 DEFAULT_STEPS = 600
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_TRAIN_LENGTH = 64
+DEFAULT_LEARNING_RATE = 4e-3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,21 +55,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, help=f"sequences per step, over all processes (default {DEFAULT_BATCH_SIZE})"
     )
-    parser.add_argument("--learning-rate", type=float, help="peak AdamW learning rate (default 4e-3)")
+    parser.add_argument(
+        "--learning-rate", type=float, help=f"peak AdamW learning rate (default {DEFAULT_LEARNING_RATE:g})"
+    )
+    parser.add_argument(
+        "--min-learning-rate",
+        type=float,
+        help="learning rate at the end of the cosine decay (default 0.1 x --learning-rate)",
+    )
     parser.add_argument(
         "--eval-tokens", type=int, help="maximum bytes scored per run, length and protocol (default 8192)"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="a small, fast study for smoke tests and CI: the mini model at length 32 for 600 steps (about a minute on 2 CPU cores)"
+        "--quick",
+        action="store_true",
+        help="a small, fast study for smoke tests and CI: the mini model at length 32 for 600 steps, "
+        "designed to finish within 3 minutes on 2 CPU cores",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
     parser.add_argument("--out", default="ropekit-study", metavar="DIR", help="output folder (default ./ropekit-study)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order (default 0)")
-    parser.add_argument("--checkpoint-every", type=int, default=100, metavar="N", help="steps between checkpoints")
     parser.add_argument(
-        "--resume", action="store_true", help="continue the study in --out from its last checkpoints"
+        "--checkpoint-every",
+        type=int,
+        default=100,
+        metavar="N",
+        help="steps between checkpoints (default 100); 0 writes only the checkpoint at the end of each run",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    folder = parser.add_mutually_exclusive_group()
+    folder.add_argument("--resume", action="store_true", help="continue the study in --out from its last checkpoints")
+    folder.add_argument(
+        "--overwrite", action="store_true", help="replace the study in --out, deleting its results, checkpoints and models"
+    )
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_const",
+        const=True,
+        help="show progress bars even when stderr is not a terminal (default: only on a terminal)",
+    )
+    progress.add_argument(
+        "--no-progress", dest="progress", action="store_const", const=False, help="hide the progress bars"
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> object:
@@ -78,11 +107,26 @@ def options_from_args(args: argparse.Namespace) -> object:
 
     if args.steps is not None and args.time_budget is not None:
         raise ValueError("--steps and --time-budget both set; choose one (the budget decides the step count)")
+    for flag, value in (("--learning-rate", args.learning_rate), ("--min-learning-rate", args.min_learning_rate)):
+        if value is not None and not 0 < value < float("inf"):
+            raise ValueError(f"{flag} must be a positive number, got {value}")
+    peak = args.learning_rate if args.learning_rate is not None else DEFAULT_LEARNING_RATE
+    if args.min_learning_rate is not None and args.min_learning_rate > peak:
+        raise ValueError(
+            f"--min-learning-rate {args.min_learning_rate} is above the peak --learning-rate {peak}; "
+            "the cosine decay goes down from the peak to the minimum"
+        )
+    if args.checkpoint_every < 0:
+        raise ValueError(
+            f"--checkpoint-every must be 0 (only the final checkpoint) or a positive step count, "
+            f"got {args.checkpoint_every}"
+        )
 
     values: dict[str, object] = {
         "steps": DEFAULT_STEPS,
         "batch_size": DEFAULT_BATCH_SIZE,
         "train_length": DEFAULT_TRAIN_LENGTH,
+        "learning_rate": DEFAULT_LEARNING_RATE,
     }
     if args.quick:
         values.update(QUICK)
@@ -92,6 +136,7 @@ def options_from_args(args: argparse.Namespace) -> object:
         "model_size": args.model_size,
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
+        "min_learning_rate": args.min_learning_rate,
         "eval_tokens": args.eval_tokens,
     }
     values.update({key: value for key, value in explicit.items() if value is not None})
@@ -112,7 +157,8 @@ def options_from_args(args: argparse.Namespace) -> object:
         out=args.out,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
-        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        progress=args.progress,
         **values,
     )
 
@@ -143,4 +189,6 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(protocol_table(output.results, protocol)))
         print()
     print(f"results written to {output.out}")
+    models = output.out / "models"
+    print(f"trained models written to {models}; run one with: ropekit generate {models / 'NAME'} --prompt TEXT")
     return 0

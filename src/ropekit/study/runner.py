@@ -8,6 +8,8 @@ Layout of the output folder:
     study.json                              the settings, checked by --resume
     runs/NAME.json                          the record of each finished run
     checkpoints/NAME/checkpoint.pt          the resumable training state of each run
+    models/NAME/                            each trained model as written by ropekit.save_model
+                                            (byte tokenizer included), for load_model and generate
 
 Every file is written atomically. A study resumed with the same settings skips finished
 runs, continues an interrupted one from its last checkpoint and redoes its evaluation.
@@ -18,7 +20,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ropekit.models import ByteTokenizer, save_model
 from ropekit.study.corpus import Corpus, check_corpus_size, load_corpus
 from ropekit.study.distributed import DistributedContext, barrier, setup_distributed, teardown_distributed
 from ropekit.study.evaluation import PROTOCOLS, count_windows, evaluate
@@ -48,6 +53,16 @@ logger = logging.getLogger("ropekit.study.runner")
 # Settings of --quick: a smaller model, a shorter context and fewer steps and scored bytes.
 QUICK = {"model_size": "mini", "train_length": 32, "steps": 600, "batch_size": 32, "eval_tokens": 2048}
 
+# The cosine decay ends at this fraction of the peak learning rate unless min_learning_rate is set.
+MIN_LEARNING_RATE_FRACTION = 0.1
+
+# Files and folders that a study writes into its output folder. --overwrite removes these and nothing else.
+STUDY_FILES = (
+    "results.json", "results.csv", "results.md", "extrapolation.png", "training.png",
+    "curves.json", "train.log", "study.json",
+)  # fmt: skip
+STUDY_FOLDERS = ("runs", "checkpoints", "models")
+
 
 @dataclass(frozen=True)
 class StudyOptions:
@@ -62,14 +77,19 @@ class StudyOptions:
         steps: optimizer steps per run (None when time_budget is set).
         time_budget: training seconds per run (None when steps is set).
         batch_size: sequences per step over all processes.
-        learning_rate, min_learning_rate, warmup_steps: the AdamW schedule.
+        learning_rate, min_learning_rate, warmup_steps: the AdamW schedule. The cosine
+            decay ends at min_learning_rate, which defaults to MIN_LEARNING_RATE_FRACTION
+            times learning_rate.
         eval_tokens: maximum bytes scored per run, length and protocol.
         seed: seed of model initialisation and batch order.
         device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
         out: the output folder.
-        checkpoint_every: steps between checkpoints.
+        checkpoint_every: steps between checkpoints; 0 writes only the checkpoint at the
+            end of each run.
         resume: continue the study found in ``out``.
-        progress: show progress bars on stderr.
+        overwrite: replace the study found in ``out``, deleting its files first.
+        progress: progress bars on stderr: True always, False never, None only when
+            stderr is a terminal.
     """
 
     corpus: str | None = None
@@ -81,7 +101,7 @@ class StudyOptions:
     time_budget: float | None = None
     batch_size: int = 32
     learning_rate: float = 4e-3
-    min_learning_rate: float = 4e-4
+    min_learning_rate: float | None = None
     warmup_steps: int = 50
     eval_tokens: int = 8192
     seed: int = 0
@@ -89,9 +109,20 @@ class StudyOptions:
     out: str = "ropekit-study"
     checkpoint_every: int = 100
     resume: bool = False
-    progress: bool = True
+    overwrite: bool = False
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
+        finite_number = isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
+        if not finite_number or self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
+        if self.min_learning_rate is None:
+            # The dataclass is frozen; fill in the default derived from the peak rate.
+            object.__setattr__(self, "min_learning_rate", MIN_LEARNING_RATE_FRACTION * self.learning_rate)
+        if self.resume and self.overwrite:
+            raise ValueError(
+                "resume and overwrite are both set; choose one: resume continues the study in out, overwrite replaces it"
+            )
         if not self.encodings:
             raise ValueError(f"encodings is empty; choose at least one of {', '.join(ENCODINGS)}")
         unknown = [name for name in self.encodings if name not in ENCODINGS]
@@ -113,7 +144,7 @@ class StudyOptions:
             steps=self.steps,
             time_budget=self.time_budget,
             learning_rate=self.learning_rate,
-            min_learning_rate=self.min_learning_rate,
+            min_learning_rate=float(self.min_learning_rate),
             warmup_steps=self.warmup_steps,
             seed=self.seed,
             checkpoint_every=self.checkpoint_every,
@@ -122,7 +153,7 @@ class StudyOptions:
     def settings_record(self) -> dict[str, Any]:
         """The settings that a resumed study must share with the one it continues."""
         record = dataclasses.asdict(self)
-        for key in ("resume", "progress", "device", "out"):
+        for key in ("resume", "overwrite", "progress", "device", "out"):
             record.pop(key)
         record["encodings"] = list(self.encodings)
         return record
@@ -166,12 +197,18 @@ def run_study(options: StudyOptions) -> StudyOutput:
 
 def _run_study(options: StudyOptions, context: DistributedContext, device: torch.device) -> StudyOutput:
     out = Path(options.out)
+    # Every rank checks the folder, so that an error stops all of them, and all ranks check
+    # before rank 0 writes study.json there.
+    _check_output_folder(options, out)
+    barrier(context)
     corpus = load_corpus(options.corpus)
     longest = options.train_length * max(LENGTH_MULTIPLES)
     check_corpus_size(
         corpus, min_train_bytes=16 * (options.train_length + 1), min_validation_bytes=longest + 1
     )
     if context.is_main:
+        if options.overwrite:
+            _remove_study_files(out)
         out.mkdir(parents=True, exist_ok=True)
         _check_or_record_settings(options, out)
     barrier(context)
@@ -239,6 +276,10 @@ def _train_and_evaluate(
         "%s: trained %d steps in %.1f s, %.0f tokens/s, final train loss %.4f",
         spec.name, outcome.steps, outcome.train_seconds, outcome.tokens_per_second, outcome.final_train_loss,
     )
+    if context.is_main:
+        # Written before evaluation, which sets the RoPE extensions on the model.
+        model_dir = save_model(model, out / "models" / spec.name, tokenizer=ByteTokenizer())
+        train_log.info("%s: model written to %s", spec.name, model_dir)
 
     base = {
         "name": spec.name,
@@ -285,7 +326,7 @@ def _evaluate_run(
         count_windows(validation_bytes, length, protocol, options.eval_tokens, context.rank, context.world_size)
         for length, protocol in plan
     )
-    bar = _progress_bar(total, f"eval {name}", options.progress and context.is_main)
+    bar = _progress_bar(total, f"eval {name}", options.progress if context.is_main else False)
 
     entries = []
     model.eval()
@@ -304,10 +345,37 @@ def _evaluate_run(
     return entries
 
 
+def _check_output_folder(options: StudyOptions, out: Path) -> None:
+    """Raise ValueError unless ``out`` suits the request: a new study, --resume or --overwrite."""
+    found = [name for name in ("results.json", "study.json") if (out / name).is_file()]
+    if options.resume:
+        if not (out / "study.json").is_file():
+            raise ValueError(
+                f"--resume: {str(out)!r} contains no study (study.json not found); "
+                "drop --resume to start a new study there, or pass the --out of the study to continue"
+            )
+        return
+    if found and not options.overwrite:
+        raise ValueError(
+            f"{str(out)!r} already contains a study ({found[0]}); pass --resume to continue it, "
+            "--overwrite to replace it, or another --out"
+        )
+
+
+def _remove_study_files(out: Path) -> None:
+    """Delete the files and folders that a study writes in ``out``; leave anything else."""
+    for name in STUDY_FILES:
+        (out / name).unlink(missing_ok=True)
+    for name in STUDY_FOLDERS:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    logger.info("removed the previous study in %s", out)
+
+
 def _check_or_record_settings(options: StudyOptions, out: Path) -> None:
     path = out / "study.json"
     settings = options.settings_record()
-    if options.resume and path.is_file():
+    if options.resume:
         previous = json.loads(path.read_text(encoding="utf-8"))
         changed = sorted(key for key in set(previous) | set(settings) if previous.get(key) != settings.get(key))
         if changed:
@@ -372,9 +440,17 @@ def _draw_figures(results: dict[str, Any], curves: dict[str, list[dict[str, floa
     return figures
 
 
-def _progress_bar(total: int, description: str, enabled: bool) -> Any:
-    if not enabled:
+def _progress_bar(total: int, description: str, enabled: bool | None) -> Any:
+    """Return a tqdm bar on stderr, or None when ``enabled`` is False.
+
+    With ``enabled`` None, tqdm's ``disable=None`` turns the bar off when stderr is not a
+    terminal, so logs and pipes get no carriage-return lines.
+    """
+    if enabled is False:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=description, unit="window", file=sys.stderr, dynamic_ncols=True, leave=False)
+    return tqdm(
+        total=total, desc=description, unit="window", file=sys.stderr, dynamic_ncols=True, leave=False,
+        disable=None if enabled is None else False,
+    )  # fmt: skip

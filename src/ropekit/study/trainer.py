@@ -48,7 +48,7 @@ class TrainConfig:
         betas: AdamW's moment decay rates.
         grad_clip: maximum global gradient norm; 0 disables clipping.
         seed: seed of the batch order (the caller seeds the model initialisation).
-        checkpoint_every: steps between checkpoints; 0 writes none until the end.
+        checkpoint_every: steps between checkpoints; 0 writes only the checkpoint at the end.
         log_every: steps between loss records (training curve and train.log).
     """
 
@@ -151,7 +151,7 @@ class Trainer:
         checkpoint_path: Path | None,
         context: DistributedContext | None = None,
         name: str = "run",
-        progress: bool = True,
+        progress: bool | None = True,
         log: logging.Logger | None = None,
     ) -> None:
         self.context = context or DistributedContext()
@@ -166,7 +166,8 @@ class Trainer:
         self.device = device
         self.checkpoint_path = checkpoint_path
         self.name = name
-        self.progress = progress and self.context.is_main
+        # True: always show the bar; None: only when stderr is a terminal; False: never.
+        self.progress = progress if self.context.is_main else False
         self.log = log or logger
         self.optimizer = build_optimizer(model, config, device)
         self.network: nn.Module = model
@@ -338,7 +339,7 @@ class Trainer:
 
     def _progress_bar(self) -> Any:
         """Create a progress bar over steps, or over seconds when a time budget sets the end."""
-        if not self.progress:
+        if self.progress is False:
             return None
         from tqdm.auto import tqdm
 
@@ -355,6 +356,8 @@ class Trainer:
             dynamic_ncols=True,
             mininterval=0.5,
             leave=False,
+            # None lets tqdm turn the bar off when stderr is not a terminal.
+            disable=None if self.progress is None else False,
             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}{postfix}]",
         )
 

@@ -157,6 +157,17 @@ def test_bias_rejects_bad_arguments(arguments, error, name):
         ALiBi(2).bias(*arguments)
 
 
+@pytest.mark.parametrize(("q_len", "k_len", "offset"), [(3, 2, 0), (2, 4, 3), (1, 5, 5)])
+def test_bias_rejects_query_past_last_key(q_len, k_len, offset):
+    message = rf"offset \({offset}\) \+ q_len \({q_len}\) = {offset + q_len} exceeds k_len \({k_len}\)"
+    with pytest.raises(ValueError, match=message):
+        ALiBi(2).bias(q_len, k_len, offset)
+
+
+def test_bias_accepts_last_query_on_last_key():
+    assert ALiBi(2).bias(2, 5, 3).shape == (2, 2, 5)
+
+
 def test_bias_rejects_integer_dtype():
     with pytest.raises(TypeError, match="dtype"):
         ALiBi(2).bias(2, 2, dtype=torch.int64)

@@ -57,8 +57,12 @@ class ALiBi(nn.Module):
     ) -> torch.Tensor:
         """Return the causal bias, shape [num_heads, q_len, k_len], to add to attention scores.
 
-        Query i is at position ``offset + i`` and key j at position j, so with a KV cache
-        ``offset`` is the number of cached tokens and ``k_len`` is usually offset + q_len.
+        The queries sit at positions offset .. offset + q_len - 1 among the keys at
+        positions 0 .. k_len - 1: query i is at position ``offset + i`` and key j at
+        position j. So with a KV cache ``offset`` is the number of cached tokens and
+        ``k_len`` is usually offset + q_len. The last query must not come after the last
+        key (offset + q_len <= k_len); a negative offset or a query past the last key
+        raises ValueError.
         Entry [h, i, j] is -slope_h * (offset + i - j) when key j is at or before the query,
         and -inf for a later key. The bias is therefore also the causal mask: pass it as a
         float ``attn_mask`` without ``is_causal``. The distances are multiplied in float64 and
@@ -67,6 +71,12 @@ class ALiBi(nn.Module):
         check_positive_int(q_len, "q_len")
         check_positive_int(k_len, "k_len")
         check_non_negative_int(offset, "offset")
+        if offset + q_len > k_len:
+            raise ValueError(
+                f"offset ({offset}) + q_len ({q_len}) = {offset + q_len} exceeds k_len ({k_len}): the last "
+                f"query would sit at position {offset + q_len - 1}, past the last key at {k_len - 1}; "
+                "expected offset + q_len <= k_len"
+            )
         dtype = check_dtype(dtype)
 
         query_positions = torch.arange(offset, offset + q_len, dtype=torch.float64, device=device)

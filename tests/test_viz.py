@@ -424,3 +424,102 @@ def test_plot_training_curves_writes_svg(tmp_path):
 def test_training_curves_reject_malformed(curves, message):
     with pytest.raises(ValueError, match=message):
         viz.draw_training_curves(curves)
+
+
+# ---------------------------------------------------------------- run styles
+
+
+def study_run_names() -> list[str]:
+    from ropekit.study.runs import ENCODINGS, EXTENSIONS
+
+    return list(ENCODINGS) + [f"rope-{key}" for key in EXTENSIONS]
+
+
+def many_runs_results(names: list[str]) -> dict:
+    evaluations = [
+        {"length": length, "protocol": protocol, "loss": 1.0}
+        for length in (64, 128)
+        for protocol in ("non_overlapping", "sliding")
+    ]
+    return {"train_length": 64, "runs": [{"name": name, "eval": evaluations} for name in names]}
+
+
+def line_style(line) -> tuple:
+    return (matplotlib.colors.to_hex(line.get_color()), line.get_linestyle(), line.get_marker())
+
+
+def test_every_study_run_has_fixed_style():
+    assert set(study_run_names()) == set(viz.STUDY_RUN_STYLES)
+
+
+def test_study_run_styles_pairwise_differ_twice():
+    styles = [tuple(viz.style_for_run(name).values()) for name in study_run_names()]
+    for first in range(len(styles)):
+        for second in range(first + 1, len(styles)):
+            differences = sum(a != b for a, b in zip(styles[first], styles[second]))
+            assert differences >= 2, (styles[first], styles[second])
+
+
+def test_run_style_colours_from_palette():
+    names = study_run_names() + [f"custom-{index}" for index in range(20)]
+    colours = {style["color"] for style in viz.run_styles(names).values()}
+    assert colours <= set(viz.PALETTE)
+
+
+def test_custom_run_style_is_stable():
+    assert viz.style_for_run("my-run") == viz.style_for_run("my-run")
+
+
+def test_custom_run_style_avoids_study_styles():
+    reserved = {tuple(style.values()) for style in viz.STUDY_RUN_STYLES.values()}
+    assert tuple(viz.style_for_run("my-run").values()) not in reserved
+
+
+def test_run_styles_distinct_for_many_names():
+    names = study_run_names() + [f"custom-{index}" for index in range(60)]
+    styles = viz.run_styles(names)
+    assert len({tuple(style.values()) for style in styles.values()}) == len(names)
+
+
+def test_run_styles_ignore_name_order():
+    names = [f"custom-{index}" for index in range(30)] + ["rope", "alibi"]
+    assert viz.run_styles(names) == viz.run_styles(names[::-1])
+
+
+def test_extrapolation_twelve_runs_distinct_lines():
+    figure = viz.draw_extrapolation(many_runs_results(study_run_names()))
+    lines = [line for line in figure.axes[0].get_lines() if not line.get_label().startswith("train length")]
+    assert len(lines) == 12
+    assert len({line_style(line) for line in lines}) == 12
+
+
+def test_extrapolation_and_training_share_styles():
+    names = ["rope", "alibi", "binary", "mla", "my-run"]
+    extrapolation = viz.draw_extrapolation(many_runs_results(names))
+    training = viz.draw_training_curves({name: [(0, 5.0), (10, 3.0)] for name in reversed(names)})
+    by_name = {line.get_label(): line_style(line) for line in training.axes[0].get_lines()}
+    for line in extrapolation.axes[0].get_lines()[: len(names)]:
+        assert line_style(line) == by_name[line.get_label()], line.get_label()
+
+
+def assert_legend_outside_axes(figure) -> None:
+    figure.canvas.draw()
+    assert len(figure.legends) == 1
+    legend_box = figure.legends[0].get_window_extent()
+    for ax in figure.axes:
+        assert not legend_box.overlaps(ax.get_window_extent()), ax.get_title()
+
+
+def test_extrapolation_legend_outside_axes():
+    assert_legend_outside_axes(viz.draw_extrapolation(many_runs_results(study_run_names())))
+
+
+def test_training_legend_outside_axes():
+    curves = {name: [(0, 5.0), (10, 3.0)] for name in ("none", "rope", "alibi", "mla")}
+    assert_legend_outside_axes(viz.draw_training_curves(curves))
+
+
+def test_extrapolation_legend_lists_runs_once():
+    figure = viz.draw_extrapolation(study_results())
+    labels = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert labels == ["rope", "alibi", "sinusoidal", "train length 64"]

@@ -32,11 +32,14 @@ from ropekit.viz.rope import (
     relative_upper_bound,
 )
 from ropekit.viz.study import (
+    STUDY_RUN_STYLES,
     draw_extrapolation,
     draw_training_curves,
     extrapolation_series,
     plot_extrapolation,
     plot_training_curves,
+    run_styles,
+    style_for_run,
 )
 
 # File stem -> function that draws the figure. These need no study results.
@@ -66,6 +69,7 @@ def write_tutorial_figures(out_dir: str | os.PathLike[str], formats: Sequence[st
 __all__ = [
     "FORMATS",
     "PALETTE",
+    "STUDY_RUN_STYLES",
     "TUTORIAL_FIGURES",
     "draw_binary_bits",
     "draw_encoding_heatmaps",
@@ -86,6 +90,8 @@ __all__ = [
     "plot_training_curves",
     "plot_wavelengths",
     "relative_upper_bound",
+    "run_styles",
     "save_figure",
+    "style_for_run",
     "write_tutorial_figures",
 ]

@@ -285,7 +285,7 @@ def test_from_hf_original_length_defaults_to_max() -> None:
     ],
     ids=["yarn", "llama3"],
 )
-def test_config_original_length_falls_back_to_max_like_transformers(scaling: dict) -> None:
+def test_original_length_fallback_matches_transformers(scaling: dict) -> None:
     # transformers fills the absent original length from max_position_embeddings too, so
     # its frequencies for the same HF config are the reference.
     hf = {**QWEN2_7B, "max_position_embeddings": 2048, "rope_scaling": dict(scaling)}
@@ -295,18 +295,18 @@ def test_config_original_length_falls_back_to_max_like_transformers(scaling: dic
     assert _relative_error(actual, expected) <= RELATIVE_TOLERANCE
 
 
-def test_config_original_length_falls_back_to_max_value() -> None:
+def test_original_length_defaults_to_max() -> None:
     config = RopeConfig(head_dim=8, max_position_embeddings=512, scaling={"rope_type": "yarn", "factor": 4})
     assert config.scaling["original_max_position_embeddings"] == 512
 
 
-def test_config_explicit_original_length_wins_over_max() -> None:
+def test_explicit_original_length_wins() -> None:
     scaling = {"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": 128}
     config = RopeConfig(head_dim=8, max_position_embeddings=512, scaling=scaling)
     assert config.scaling["original_max_position_embeddings"] == 128
 
 
-def test_config_without_any_length_names_both_keys() -> None:
+def test_missing_lengths_name_both_keys() -> None:
     with pytest.raises(ValueError, match="original_max_position_embeddings.*max_position_embeddings in the RopeConfig"):
         RopeConfig(head_dim=8, scaling={"rope_type": "yarn", "factor": 4})
 
@@ -333,12 +333,12 @@ def test_from_hf_accepts_whole_float_size() -> None:
     assert RopeConfig.from_hf({"hidden_size": 64.0, "num_attention_heads": 4}).head_dim == 16
 
 
-def test_from_hf_derived_head_dim_not_whole_names_fields() -> None:
+def test_from_hf_fractional_head_dim_names_fields() -> None:
     with pytest.raises(ValueError, match=r"hidden_size \(64\) / num_attention_heads \(6\)"):
         RopeConfig.from_hf({"hidden_size": 64, "num_attention_heads": 6})
 
 
-def test_from_hf_derived_head_dim_odd_names_fields() -> None:
+def test_from_hf_odd_head_dim_names_fields() -> None:
     with pytest.raises(ValueError, match=r"hidden_size \(36\) / num_attention_heads \(4\)"):
         RopeConfig.from_hf({"hidden_size": 36, "num_attention_heads": 4})
 

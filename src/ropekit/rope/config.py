@@ -220,7 +220,7 @@ def _normalize_scaling(config: RopeConfig) -> None:
 
     scaling_type = get_scaling_type(rope_type)
     # transformers fills an absent original length from max_position_embeddings
-    # (modeling_rope_utils, standardize_rope_params); so does RopeConfig.from_hf.
+    # (modeling_rope_utils, standardize_rope_params), and so does RopeConfig.from_hf.
     if (
         "original_max_position_embeddings" in scaling_type.required
         and spec.get("original_max_position_embeddings") is None

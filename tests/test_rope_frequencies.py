@@ -479,6 +479,7 @@ def test_dynamic_longer_length_lowers_frequencies() -> None:
         ({"head_dim": 64, "theta": -10000.0}, "theta"),
         ({"head_dim": 64, "theta": math.inf}, "theta"),
         ({"head_dim": 64, "theta": math.nan}, "theta"),
+        ({"head_dim": 64, "theta": 10**400}, "theta"),
         ({"head_dim": 64, "scaling": {"factor": 2.0}}, "rope_type"),
         ({"head_dim": 64, "scaling": {"rope_type": "linear"}}, "factor"),
         ({"head_dim": 64, "scaling": {"rope_type": "linear", "factor": 2.0, "beta": 1}}, "beta"),

@@ -89,7 +89,7 @@ class RopeConfig:
         if (
             not isinstance(self.theta, (int, float))
             or isinstance(self.theta, bool)
-            or not math.isfinite(self.theta)
+            or not _is_finite(self.theta)
             or not self.theta > 1.0
         ):
             raise ValueError(f"theta must be a finite number greater than 1, got {self.theta!r}")
@@ -145,6 +145,14 @@ class RopeConfig:
         from ropekit.rope.hf import rope_config_from_hf
 
         return rope_config_from_hf(config)
+
+
+def _is_finite(value: float) -> bool:
+    """Return whether ``value`` is a finite float; an int too large for a float is not."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _validate_dims(config: RopeConfig) -> None:

@@ -64,6 +64,18 @@ def test_bench_rope_reports_skipped_peers_with_reason(tmp_path, capsys):
         (["--peers", "numpy"], "unknown peer 'numpy'"),
         (["--repeats", "0"], "expected a positive integer"),
         (["--kv-heads", "0"], "expected a positive integer"),
+        (["--kv-heads", "-2"], "argument --kv-heads: expected a positive integer, got '-2'"),
+        (["--kv-heads", "2.5"], "argument --kv-heads: expected a positive integer, got '2.5'"),
+        (["--repeats", "2.5"], "argument --repeats: expected a positive integer, got '2.5'"),
+        (["--warmup", "-1"], "argument --warmup: expected a non-negative integer, got '-1'"),
+        (["--warmup", "0.5"], "argument --warmup: expected a non-negative integer, got '0.5'"),
+        (["--threads", "0"], "argument --threads: expected a positive integer, got '0'"),
+        (["--threads", "two"], "argument --threads: expected a positive integer, got 'two'"),
+        (["--shapes", "0x3x4x8"], "sizes must be positive"),
+        (["--shapes", ","], "argument --shapes: expected a comma-separated list of at least one item"),
+        (["--dtypes", ""], "argument --dtypes: expected a comma-separated list of at least one item"),
+        (["--modes", ","], "argument --modes: expected a comma-separated list of at least one item"),
+        (["--peers", ""], "argument --peers: expected a comma-separated list of at least one item"),
     ],
 )
 def test_bench_rope_rejects_bad_options(arguments, message, capsys):
@@ -79,3 +91,52 @@ def test_bench_targets_follow_the_command_contract():
         assert callable(module.add_arguments), name
         assert callable(module.run), name
         assert help_text, name
+
+
+def test_bench_type_errors_hide_function_names(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "rope", "--repeats", "2.5"])
+
+    error = capsys.readouterr().err
+    assert "positive_int" not in error
+    assert "invalid" not in error
+
+
+@pytest.mark.parametrize(("kv_heads", "expected"), [("3", "--kv-heads 3 does not divide the 4 query heads"),
+                                                     ("8", "--kv-heads 8 does not divide the 4 query heads")])
+def test_bench_rope_rejects_indivisible_kv_heads(kv_heads, expected, capsys):
+    status = main(["bench", "rope", "--shapes", "2x3x4x8", "--kv-heads", kv_heads, "--dtypes", "float32",
+                   "--modes", "forward", "--peers", "copy", "--repeats", "1", "--warmup", "0", "--device", "cpu"])  # fmt: skip
+
+    captured = capsys.readouterr()
+    assert status == 2
+    assert expected in captured.err
+    assert "expected one of 1, 2, 4" in captured.err
+    assert captured.out == ""
+
+
+def test_bench_rope_kv_heads_checked_per_shape(capsys):
+    # 2 divides the 4 heads of the first shape but not the 3 heads of the second.
+    status = main(["bench", "rope", "--shapes", "1x2x4x8,1x2x3x8", "--kv-heads", "2", "--dtypes", "float32",
+                   "--modes", "forward", "--peers", "copy", "--repeats", "1", "--warmup", "0", "--device", "cpu"])  # fmt: skip
+
+    assert status == 2
+    assert "shape '1x2x3x8'" in capsys.readouterr().err
+
+
+def test_bench_rope_rejects_unknown_device(capsys):
+    status = main(["bench", "rope", "--shapes", "1x2x2x4", "--dtypes", "float32", "--modes", "forward",
+                   "--peers", "copy", "--device", "abacus"])  # fmt: skip
+
+    assert status == 2
+    assert "invalid --device 'abacus'" in capsys.readouterr().err
+
+
+def test_bench_help_lists_targets(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+
+    output = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert f"time ropekit against its peers (targets: {', '.join(TARGETS)})" in output
+    assert "bench rope, ..." not in output

@@ -45,3 +45,27 @@ def test_bench_mla_rejects_bad_contexts(capsys):
         main(["bench", "mla", "--contexts", "0,4"])
 
     assert "contexts must be positive integers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--max-score-gib", "-1"], "argument --max-score-gib: expected a positive finite number, got '-1'"),
+        (["--max-score-gib", "0"], "argument --max-score-gib: expected a positive finite number, got '0'"),
+        (["--max-score-gib", "nan"], "argument --max-score-gib: expected a positive finite number, got 'nan'"),
+        (["--max-score-gib", "lots"], "argument --max-score-gib: expected a positive number, got 'lots'"),
+        (["--batch", "0"], "argument --batch: expected a positive integer, got '0'"),
+        (["--batch", "1.5"], "argument --batch: expected a positive integer, got '1.5'"),
+        (["--contexts", "8,2.5"], "contexts must be comma-separated integers"),
+        (["--contexts", "-8"], "contexts must be positive integers"),
+        (["--implementations", ","], "argument --implementations: expected a comma-separated list of at least one item"),
+        (["--repeats", "-1"], "argument --repeats: expected a positive integer, got '-1'"),
+        (["--warmup", "-1"], "argument --warmup: expected a non-negative integer, got '-1'"),
+    ],
+)
+def test_bench_mla_rejects_bad_options(arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "mla", *arguments])
+
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -54,3 +54,22 @@ def test_bench_train_command_writes_json(tmp_path, capsys):
     data = json.loads(path.read_text())
     assert data["benchmark"] == "train"
     assert [row["peer"] for row in data["rows"]] == ["ropekit", "transformers"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--train-length", "0"], "argument --train-length: expected a positive integer, got '0'"),
+        (["--train-length", "-16"], "argument --train-length: expected a positive integer, got '-16'"),
+        (["--train-length", "16.5"], "argument --train-length: expected a positive integer, got '16.5'"),
+        (["--batch-size", "0"], "argument --batch-size: expected a positive integer, got '0'"),
+        (["--batch-size", "2.5"], "argument --batch-size: expected a positive integer, got '2.5'"),
+        (["--threads", "-1"], "argument --threads: expected a positive integer, got '-1'"),
+    ],
+)
+def test_bench_train_rejects_bad_options(arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "train", *arguments])
+
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -38,22 +39,47 @@ def add_timing_arguments(parser: argparse.ArgumentParser, *, repeats: int = 20, 
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    """Parse an integer option value that must be at least 1 (an argparse ``type``)."""
+    value = _parse_int(text, "a positive integer")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
+    """Parse an integer option value that must be at least 0 (an argparse ``type``)."""
+    value = _parse_int(text, "a non-negative integer")
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return value
 
 
+def positive_float(text: str) -> float:
+    """Parse a finite number option value that must be greater than 0 (an argparse ``type``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _parse_int(text: str, expected: str) -> int:
+    # argparse reports a plain ValueError as "invalid <function name> value", so convert it
+    # to an ArgumentTypeError whose message argparse prints after the option name.
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
 def parse_list(text: str) -> list[str]:
-    """Split a comma-separated option value, dropping empty items."""
-    return [item.strip() for item in text.split(",") if item.strip()]
+    """Split a comma-separated option value and drop empty items. An empty result is invalid."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of at least one item, got {text!r}")
+    return items
 
 
 def parse_dtypes(text: str) -> list[str]:

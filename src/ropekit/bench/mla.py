@@ -22,7 +22,7 @@ import logging
 import sys
 from typing import Any
 
-from ropekit.bench import add_timing_arguments, format_table, parse_list, positive_int, write_json
+from ropekit.bench import add_timing_arguments, format_table, parse_list, positive_float, positive_int, write_json
 
 logger = logging.getLogger("ropekit.bench.mla")
 
@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-score-gib",
-        type=float,
+        type=positive_float,
         default=4.0,
         help="skip an absorbed prefill whose float32 score matrix exceeds this many GiB (default %(default)s)",
     )

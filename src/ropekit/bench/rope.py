@@ -63,7 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated shapes: decode, prefill or BATCHxSEQxHEADSxHEAD_DIM (default decode,prefill)",
     )
     parser.add_argument(
-        "--kv-heads", type=positive_int, default=None, help="key heads (GQA/MQA when fewer than the query heads; default: the query heads)"
+        "--kv-heads",
+        type=positive_int,
+        default=None,
+        help="key heads, a divisor of every shape's query heads (GQA/MQA when fewer; default: the query heads)",
     )
     parser.add_argument(
         "--dtypes", type=parse_dtypes, default=["float32", "bfloat16"], help="comma-separated dtypes (default float32,bfloat16)"
@@ -122,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ropekit.bench.timing import configure_threads, describe_machine, resolve_device
 
+    check_kv_heads(args.kv_heads, args.shapes)
     configure_threads(args.threads)
     try:
         device = resolve_device(args.device)
@@ -144,6 +148,23 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, {"benchmark": "rope", "machine": describe_machine(device), "rows": rows})
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
+
+
+def check_kv_heads(kv_heads: int | None, shapes: list[tuple[str, tuple[int, int, int, int]]]) -> None:
+    """Raise ValueError unless ``kv_heads`` divides the query heads of every shape.
+
+    In grouped-query attention each key head serves an equal group of query heads, so the
+    query head count must be a multiple of the key head count.
+    """
+    if kv_heads is None:
+        return
+    for name, (_, _, heads, _) in shapes:
+        if heads % kv_heads:
+            divisors = ", ".join(str(value) for value in range(1, heads + 1) if heads % value == 0)
+            raise ValueError(
+                f"--kv-heads {kv_heads} does not divide the {heads} query heads of shape {name!r}; "
+                f"expected one of {divisors}"
+            )
 
 
 @dataclass

@@ -26,7 +26,10 @@ def resolve_device(name: str | None) -> torch.device:
     """Return the requested device, or cuda when available and cpu otherwise."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"invalid --device {name!r}: {error}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name} was requested but torch reports no CUDA device")
     return device

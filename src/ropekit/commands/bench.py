@@ -19,6 +19,8 @@ TARGETS: dict[str, tuple[str, str]] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # The CLI sets the description to its one-line command help, so replace it with the targets.
+    parser.description = f"time ropekit against its peers (targets: {', '.join(TARGETS)})"
     targets = parser.add_subparsers(dest="target", metavar="TARGET", title="targets", required=True)
     for name, (module_name, help_text) in TARGETS.items():
         module = importlib.import_module(module_name)

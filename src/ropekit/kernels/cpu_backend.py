@@ -42,7 +42,7 @@ DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float64: 2}
 
 # Elements of q and k per thread. Smaller calls use fewer threads, because starting a POSIX
 # thread costs tens of microseconds (an estimate), about the time to rotate this many elements.
-ELEMENTS_PER_THREAD = 1 << 16
+ELEMENTS_PER_THREAD = 1 << 18
 
 # -ffp-contract=off keeps a * b - c * d as two roundings, as torch's eager reference computes it.
 C_FLAGS = ("-O3", "-std=c11", "-ffp-contract=off", "-shared", "-fPIC", "-pthread")

@@ -18,7 +18,7 @@ from ropekit import __version__
 
 # (subcommand, module, one-line help). A subcommand is listed here only once it works.
 COMMANDS: list[tuple[str, str, str]] = [
-    ("bench", "ropekit.commands.bench", "time ropekit against its peers: bench rope, ..."),
+    ("bench", "ropekit.commands.bench", "time ropekit against its peers (targets: rope, mla, train)"),
     ("study", "ropekit.commands.study", "train one model per positional encoding on real text; evaluate at 1-8x its length"),
     ("inspect", "ropekit.commands.inspect", "explain a model's RoPE and KV cache from a config.json, GGUF file or preset"),
     ("demo", "ropekit.commands.demo", "tour the encodings from integer to RoPE and latent attention; write figures"),

@@ -1,4 +1,4 @@
-"""Shared helpers for the ``ropekit bench`` targets: options, tables and JSON.
+"""Shared helpers for the ``ropekit bench`` targets: options and tables.
 
 A target is a module with ``add_arguments(parser)`` and ``run(args) -> int`` (the same
 contract as the CLI's command modules), listed in ``ropekit.commands.bench.TARGETS``.
@@ -9,10 +9,7 @@ fast; the timing helpers that need torch are in ``ropekit.bench.timing``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -107,18 +104,3 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, st
         lines.append("  ".join(padded))
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (a temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

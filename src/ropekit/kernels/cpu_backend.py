@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from ropekit._io import atomic_path
 from ropekit.kernels.rows import Rows, row_arguments
 
 logger = logging.getLogger("ropekit.kernels")
@@ -355,10 +356,9 @@ def build(compiler: str, folder: Path, flags: tuple[str, ...] = C_FLAGS) -> Path
         return library
 
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+    with tempfile.TemporaryDirectory(dir=folder) as scratch, atomic_path(library) as output:
         source = Path(scratch) / "rope_cpu.c"
         source.write_text(C_SOURCE)
-        output = Path(scratch) / library.name
         subprocess.run(
             [compiler, *flags, str(source), "-o", str(output)],
             check=True,
@@ -366,7 +366,6 @@ def build(compiler: str, folder: Path, flags: tuple[str, ...] = C_FLAGS) -> Path
             text=True,
             timeout=120,
         )
-        os.replace(output, library)
     return library
 
 

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from ropekit._io import atomic_path, write_text_atomic
 from ropekit.models import gguf as gguf_format
 from ropekit.models import hf as hf_format
 from ropekit.models.config import DecoderConfig
@@ -31,7 +31,6 @@ from ropekit.models.tokenizers import (
     HFTokenizer,
     SentencePieceTokenizer,
     hf_tokenizer_from_directory,
-    write_text_atomic,
 )
 
 logger = logging.getLogger("ropekit.models.checkpoint")
@@ -209,7 +208,8 @@ def save_model(model: Decoder, directory: str | os.PathLike[str], *, tokenizer: 
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
     if model.config.tie_embeddings:
         state.pop("lm_head.weight")
-    _save_safetensors_atomic(state, target / hf_format.SINGLE_FILE)
+    with atomic_path(target / hf_format.SINGLE_FILE) as temporary:
+        save_file(state, temporary, metadata={"format": "pt"})
 
     if tokenizer is not None:
         if isinstance(tokenizer, HFTokenizer):
@@ -220,16 +220,3 @@ def save_model(model: Decoder, directory: str | os.PathLike[str], *, tokenizer: 
     write_text_atomic(target / "config.json", json.dumps(config, indent=2) + "\n")
     logger.info("saved model to %s", target)
     return target
-
-
-def _save_safetensors_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        save_file(state, temporary, metadata={"format": "pt"})
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

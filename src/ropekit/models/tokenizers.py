@@ -11,10 +11,11 @@ import heapq
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ropekit._io import write_text_atomic
 
 logger = logging.getLogger("ropekit.models.tokenizers")
 
@@ -299,17 +300,3 @@ def _first_id(value: Any) -> int | None:
     if isinstance(value, list):
         return int(value[0]) if value else None
     return None if value is None else int(value)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and os.replace."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -19,8 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ropekit._io import write_json_atomic, write_text_atomic
 from ropekit.study.evaluation import PROTOCOLS
-from ropekit.study.files import write_json_atomic, write_text_atomic
 
 RUN_FIELDS = (
     "name",

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ropekit._io import atomic_path
 from ropekit.study.batching import training_batch
 from ropekit.study.distributed import DistributedContext, all_reduce_mean, broadcast_float
-from ropekit.study.files import save_torch_atomic
 
 logger = logging.getLogger("ropekit.study.trainer")
 
@@ -223,7 +223,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is None or not self.context.is_main:
             return
-        save_torch_atomic(self.checkpoint_path, self.state_dict())
+        with atomic_path(self.checkpoint_path) as temporary:
+            torch.save(self.state_dict(), temporary)
         self.log.info("%s: checkpoint at step %d written to %s", self.name, self.step, self.checkpoint_path)
 
     def resume(self) -> bool:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from pathlib import Path
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from ropekit._io import atomic_path
 
 logger = logging.getLogger("ropekit.viz")
 
@@ -65,16 +66,7 @@ def save_figure(figure: Figure, path: str | os.PathLike[str], *, dpi: int = 120)
     """
     path = Path(path)
     image_format = format_of(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # open(..., "xb") creates the file with the usual umask permissions (mkstemp would
-    # make it private) and fails rather than overwrite an existing file.
-    temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(temporary, "xb") as handle:
-            figure.savefig(handle, format=image_format, dpi=dpi)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "xb") as handle:
+        figure.savefig(handle, format=image_format, dpi=dpi)
     logger.info("wrote %s", path)
     return path

@@ -129,7 +129,7 @@ def test_bench_rope_rejects_unknown_device(capsys):
                    "--peers", "copy", "--device", "abacus"])  # fmt: skip
 
     assert status == 2
-    assert "invalid --device 'abacus'" in capsys.readouterr().err
+    assert "invalid device 'abacus'" in capsys.readouterr().err
 
 
 def test_bench_help_lists_targets(capsys):

@@ -22,7 +22,8 @@ import logging
 import sys
 from typing import Any
 
-from ropekit.bench import add_timing_arguments, format_table, parse_list, positive_float, positive_int, write_json
+from ropekit._io import write_json_atomic
+from ropekit.bench import add_timing_arguments, format_table, parse_list, positive_float, positive_int
 
 logger = logging.getLogger("ropekit.bench.mla")
 
@@ -104,7 +105,8 @@ def parse_implementations(text: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ropekit.bench.timing import DTYPES, configure_threads, describe_machine, resolve_device
+    from ropekit._device import resolve_device
+    from ropekit.bench.timing import DTYPES, configure_threads, describe_machine
 
     configure_threads(args.threads)
     device = resolve_device(args.device)
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         if row["reason"]:
             print(f"{row['status']}: {row['implementation']} at context {row['context']}: {row['reason']}")
     if args.json is not None:
-        write_json(
+        write_json_atomic(
             args.json,
             {"benchmark": "mla", "preset": args.preset, "batch": args.batch, "machine": describe_machine(device),
              "rows": rows},

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ropekit.bench import add_timing_arguments, format_table, parse_dtypes, parse_list, positive_int, write_json
+from ropekit._io import write_json_atomic
+from ropekit.bench import add_timing_arguments, format_table, parse_dtypes, parse_list, positive_int
 
 logger = logging.getLogger("ropekit.bench.rope")
 
@@ -123,7 +124,8 @@ def parse_peers(text: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ropekit.bench.timing import configure_threads, describe_machine, resolve_device
+    from ropekit._device import resolve_device
+    from ropekit.bench.timing import configure_threads, describe_machine
 
     check_kv_heads(args.kv_heads, args.shapes)
     configure_threads(args.threads)
@@ -145,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         if row["status"] != "ok":
             print(f"{row['status']}: {row['peer']} {row['shape']} {row['dtype']} {row['mode']}: {row['reason']}")
     if args.json is not None:
-        write_json(args.json, {"benchmark": "rope", "machine": describe_machine(device), "rows": rows})
+        write_json_atomic(args.json, {"benchmark": "rope", "machine": describe_machine(device), "rows": rows})
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
 

@@ -22,19 +22,6 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """Return the requested device, or cuda when available and cpu otherwise."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"invalid --device {name!r}: {error}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} was requested but torch reports no CUDA device")
-    return device
-
-
 def configure_threads(threads: int | None) -> None:
     """Set torch's intra-op thread count when the user gave one."""
     if threads is not None:

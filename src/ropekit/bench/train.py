@@ -13,7 +13,8 @@ import argparse
 import sys
 from typing import Any
 
-from ropekit.bench import add_timing_arguments, format_table, positive_int, write_json
+from ropekit._io import write_json_atomic
+from ropekit.bench import add_timing_arguments, format_table, positive_int
 
 PEERS = ("ropekit", "transformers")
 
@@ -39,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ropekit.bench.timing import configure_threads, describe_machine, resolve_device
+    from ropekit._device import resolve_device
+    from ropekit.bench.timing import configure_threads, describe_machine
 
     configure_threads(args.threads)
     device = resolve_device(args.device)
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(rows, COLUMNS))
     if args.json is not None:
         settings = {"model_size": args.model_size, "train_length": args.train_length, "batch_size": args.batch_size}
-        write_json(args.json, {"benchmark": "train", "machine": describe_machine(device), "settings": settings, "rows": rows})
+        report = {"benchmark": "train", "machine": describe_machine(device), "settings": settings, "rows": rows}
+        write_json_atomic(args.json, report)
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
 

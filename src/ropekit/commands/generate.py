@@ -43,9 +43,9 @@ def _parse_scaling(text: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ropekit._device import resolve_device
     from ropekit.models import ByteTokenizer, load_model, load_tokenizer
     from ropekit.models.generation import check_sampling, generate
-    from ropekit.study.runner import resolve_device
 
     if args.max_new_tokens < 0:
         print(f"error: --max-new-tokens must be >= 0, got {args.max_new_tokens}", file=sys.stderr)

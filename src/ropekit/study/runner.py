@@ -30,11 +30,12 @@ from typing import Any
 
 import torch
 
+from ropekit._device import resolve_device
+from ropekit._io import write_json_atomic
 from ropekit.models import ByteTokenizer, save_model
 from ropekit.study.corpus import Corpus, check_corpus_size, load_corpus
 from ropekit.study.distributed import DistributedContext, barrier, setup_distributed, teardown_distributed
 from ropekit.study.evaluation import PROTOCOLS, count_windows, evaluate
-from ropekit.study.files import write_json_atomic
 from ropekit.study.results import build_results, write_results
 from ropekit.study.runs import (
     ENCODINGS,
@@ -166,21 +167,6 @@ class StudyOutput:
     results: dict[str, Any]
     out: Path
     figures: list[Path]
-
-
-def resolve_device(name: str) -> torch.device:
-    """Turn "auto", "cpu", "cuda" or "cuda:N" into a torch.device, checking CUDA is there."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"invalid device {name!r}; use cpu, cuda, cuda:N or auto") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {name!r} is not supported; use cpu, cuda, cuda:N or auto")
-    return device
 
 
 def run_study(options: StudyOptions) -> StudyOutput:

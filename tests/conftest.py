@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data under ../shared/data, when present."""
+"""Shared fixtures: the folder of real data (a text corpus and a GGUF model), when present."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ SHARED_DATA = Path(
     os.environ.get("ROPEKIT_TEST_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
 )
 
-# Two cores run the suite; more intra-op threads only add contention between workers.
+# The tests use small tensors, which run no faster on several intra-op threads.
 torch.set_num_threads(1)
 
 
 @pytest.fixture
 def shared_data() -> Path:
-    """Return ../shared/data, or skip the test when it is absent."""
+    """Return the folder of real data, or skip the test when it is absent."""
     if not SHARED_DATA.is_dir():
         pytest.skip(
             f"real data folder {SHARED_DATA} is absent; it holds tinyshakespeare.txt and stories260K.gguf "

@@ -46,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    if verbosity == 0:
+        level = logging.WARNING
+    elif verbosity == 1:
+        level = logging.INFO
+    else:
+        level = logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("ropekit")
@@ -65,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except (ValueError, OSError) as error:
         # Invalid input (a bad value, a missing or unreadable file) is the user's to fix:
-        # print the message, not a traceback, unless -vv asks for debug records.
+        # print the message, not a traceback. With -vv the traceback is logged as a debug record.
         logging.getLogger("ropekit.cli").debug("%s failed", args.command, exc_info=True)
         print(f"ropekit {args.command}: error: {error}", file=sys.stderr)
         return 2

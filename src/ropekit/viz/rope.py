@@ -77,6 +77,27 @@ def scaled_frequencies(
     return frequencies
 
 
+
+def extended_frequencies(
+    scalings: Mapping[str, Mapping[str, Any] | None] | None,
+    *,
+    head_dim: int,
+    theta: float,
+    original_context: int,
+    factor: float,
+) -> tuple[int, dict[str, tuple[torch.Tensor, float]]]:
+    """Return the extended length factor x original_context and every scaling's frequencies there.
+
+    ``scalings`` None means the figures' default set, ``figure_scalings``.
+    """
+    if scalings is None:
+        scalings = figure_scalings(rotary_dim=head_dim, original_context=original_context, factor=factor)
+    extended = int(factor * original_context)
+    frequencies = scaled_frequencies(
+        scalings, head_dim=head_dim, theta=theta, original_context=original_context, seq_len=extended
+    )
+    return extended, frequencies
+
 def draw_rotation(
     *,
     head_dim: int = 16,
@@ -145,11 +166,8 @@ def draw_wavelengths(
     ``factor * original_context``. Pairs above the dotted line do not complete one turn
     within the trained context.
     """
-    if scalings is None:
-        scalings = figure_scalings(rotary_dim=head_dim, original_context=original_context, factor=factor)
-    extended = int(factor * original_context)
-    frequencies = scaled_frequencies(
-        scalings, head_dim=head_dim, theta=theta, original_context=original_context, seq_len=extended
+    extended, frequencies = extended_frequencies(
+        scalings, head_dim=head_dim, theta=theta, original_context=original_context, factor=factor
     )
 
     figure, (ax,) = new_figure()
@@ -208,11 +226,8 @@ def draw_long_term_decay(
     The bound is multiplied by attention_scale**2 because the scale multiplies both the
     query and the key. Distances run from 1 to ``factor * original_context``.
     """
-    if scalings is None:
-        scalings = figure_scalings(rotary_dim=head_dim, original_context=original_context, factor=factor)
-    extended = int(factor * original_context)
-    frequencies = scaled_frequencies(
-        scalings, head_dim=head_dim, theta=theta, original_context=original_context, seq_len=extended
+    extended, frequencies = extended_frequencies(
+        scalings, head_dim=head_dim, theta=theta, original_context=original_context, factor=factor
     )
     distances = torch.unique(torch.logspace(0.0, math.log10(extended), num_points, dtype=torch.float64).round())
 

@@ -20,7 +20,7 @@ class BinaryPositionalEncoding(AdditivePositionalEncoding):
     continuous.
 
     A position of 2**dim or more would need more bits than there are channels; ``encode``
-    raises ValueError naming that position and the smallest ``dim`` that holds it, and
+    raises ValueError naming that position and the smallest ``dim`` that can encode it, and
     never truncates.
     """
 

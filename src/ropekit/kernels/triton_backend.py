@@ -232,7 +232,7 @@ def rotate(
         return
     grid = (batch * seq, head_blocks)
     rows_tensor, rows_stride, row_offset = row_arguments(rows)
-    # Without a rows tensor the kernel never reads rows_ptr; cos stands in for it.
+    # Without a rows tensor the kernel never reads rows_ptr, so cos is passed as a placeholder pointer.
     rows_pointer = cos if rows_tensor is None else rows_tensor
     # Launch on q's GPU, which need not be the current one.
     context = torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext()

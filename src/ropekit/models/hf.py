@@ -102,7 +102,7 @@ def _sliding_window(values: Mapping[str, Any], model_type: str) -> tuple[int | N
         return int(window), None
 
     # Qwen2Config drops the window unless use_sliding_window is set, whatever layer_types
-    # says; without layer_types, layers from max_window_layers (default 28) on use it.
+    # contains. Without layer_types, the layers from max_window_layers (default 28) on use it.
     if not values.get("use_sliding_window", False):
         return None, None
     layer_types = values.get("layer_types")

@@ -436,6 +436,94 @@ def test_c_kernel_threads_split_tokens(inplace):
     assert_rotation_close(k_out, expected_k, k, "k")
 
 
+def large_qk_case(seq: int = 1024):
+    """q and k of 4 MiB each in float32 (1 x seq x 8 x 128), with their float64 expected rotation."""
+    q, k = random_qk(1, seq, 8, 8, 128, torch.float32, "cpu")
+    cos, sin = tables(pair_angles(torch.arange(seq), 128), False)
+    per_token_cos, per_token_sin = cos.expand(1, seq, 128), sin.expand(1, seq, 128)
+    expected_q = expected_rotation(q, per_token_cos, per_token_sin, False, 1)
+    expected_k = expected_rotation(k, per_token_cos, per_token_sin, False, 1)
+    return q, k, cos, sin, expected_q, expected_k
+
+
+class CountingLibrary:
+    """Wraps the loaded C kernel and records the byte counts passed to the huge-page advice."""
+
+    def __init__(self, library):
+        self.library = library
+        self.advised: list[int] = []
+
+    def ropekit_advise_huge_pages(self, address, bytes_):
+        self.advised.append(bytes_)
+        return self.library.ropekit_advise_huge_pages(address, bytes_)
+
+    def ropekit_rotate(self, job, threads):
+        return self.library.ropekit_rotate(job, threads)
+
+
+@pytest.fixture
+def counting_library(monkeypatch):
+    if not cpu_backend.available():
+        pytest.skip("the C kernel did not build on this machine")
+    counting = CountingLibrary(cpu_backend.load_library())
+    monkeypatch.setattr(cpu_backend, "load_library", lambda: counting)
+    return counting
+
+
+@pytest.mark.parametrize("huge_pages", ["1", "0"])
+def test_c_kernel_large_output_matches_reference(monkeypatch, huge_pages):
+    if not cpu_backend.available():
+        pytest.skip("the C kernel did not build on this machine")
+    monkeypatch.setenv("ROPEKIT_HUGE_PAGES", huge_pages)
+    q, k, cos, sin, expected_q, expected_k = large_qk_case()
+
+    q_out, k_out = rotate_qk(q, k, cos, sin, interleaved=False, backend="cpu")
+
+    assert_rotation_close(q_out, expected_q, q, "q")
+    assert_rotation_close(k_out, expected_k, k, "k")
+
+
+def test_c_kernel_advises_huge_pages_for_large_new_outputs(counting_library):
+    q, k, cos, sin, _, _ = large_qk_case()
+
+    rotate_qk(q, k, cos, sin, interleaved=False, backend="cpu")
+
+    assert counting_library.advised == [q.nbytes, k.nbytes]
+
+
+def test_c_kernel_no_huge_page_advice_in_place(counting_library):
+    q, k, cos, sin, _, _ = large_qk_case()
+
+    rotate_qk(q, k, cos, sin, interleaved=False, inplace=True, backend="cpu")
+
+    assert counting_library.advised == []
+
+
+def test_c_kernel_no_huge_page_advice_for_small_outputs(counting_library):
+    q, k, cos, sin, _, _ = large_qk_case(seq=1023)  # one token under 4 MiB
+
+    rotate_qk(q, k, cos, sin, interleaved=False, backend="cpu")
+
+    assert counting_library.advised == []
+
+
+def test_c_kernel_huge_page_advice_turned_off(counting_library, monkeypatch):
+    monkeypatch.setenv("ROPEKIT_HUGE_PAGES", "0")
+    q, k, cos, sin, _, _ = large_qk_case()
+
+    rotate_qk(q, k, cos, sin, interleaved=False, backend="cpu")
+
+    assert counting_library.advised == []
+
+
+def test_c_kernel_rejects_unknown_huge_pages_setting(counting_library, monkeypatch):
+    monkeypatch.setenv("ROPEKIT_HUGE_PAGES", "yes")
+    q, k, cos, sin, _, _ = large_qk_case()
+
+    with pytest.raises(ValueError, match="ROPEKIT_HUGE_PAGES must be 0 or 1, got 'yes'"):
+        rotate_qk(q, k, cos, sin, interleaved=False, backend="cpu")
+
+
 def test_c_kernel_without_cpu_clones(monkeypatch, tmp_path):
     compiler = cpu_backend.find_compiler()
     if compiler is None:

@@ -5,6 +5,8 @@ up that token's cos and sin row and rotates every head of q and then of k. When 
 to a new tensor, it also copies the pass-through channels. It takes any strides, so
 transposed or sliced views need no copy. Work is split over tokens between
 ``torch.get_num_threads()`` POSIX threads when a call is large enough to repay starting them.
+A large new output is backed by 2 MiB transparent huge pages where Linux allows it, which
+saves one page fault per 4 KiB of output (``ROPEKIT_HUGE_PAGES=0`` turns this off).
 
 Why C and ctypes rather than a torch C++ extension: the kernel needs no torch headers, so
 it builds in well under a second with the system C compiler (``$CC``, else ``cc``, ``gcc``
@@ -45,14 +47,24 @@ DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float64: 2}
 # thread costs tens of microseconds (an estimate), about the time to rotate this many elements.
 ELEMENTS_PER_THREAD = 1 << 18
 
+# Out-of-place outputs of at least this many bytes get transparent huge pages (see
+# ropekit_advise_huge_pages in the C source); below it, no 2 MiB page would fit for certain.
+# Setting the environment variable ROPEKIT_HUGE_PAGES=0 turns the advice off, for example on
+# a machine where the kernel compacts memory on a huge-page fault and that stall matters more.
+HUGE_PAGE_ADVICE_BYTES = 4 << 20
+
 # -ffp-contract=off keeps a * b - c * d as two roundings, as torch's eager reference computes it.
 C_FLAGS = ("-O3", "-std=c11", "-ffp-contract=off", "-shared", "-fPIC", "-pthread")
 
 C_SOURCE = r"""
+#define _DEFAULT_SOURCE /* madvise under -std=c11 */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 /* One tensor seen as [batch, seq, heads, head_dim]; strides in elements. */
 typedef struct {
@@ -254,6 +266,26 @@ static void *rotate_slice(void *argument) {
     return NULL;
 }
 
+/*
+ * Ask Linux to back the 2 MiB-aligned part of [address, address + bytes) with transparent
+ * huge pages, before anything writes there. A fresh output of a large call otherwise takes
+ * one page fault per 4 KiB page, and those faults cost more than the rotation itself. This
+ * is what torch's CPU allocator does for every allocation when THP_MEM_ALLOC_ENABLE=1
+ * (c10/core/impl/alloc_cpu.cpp). Returns madvise's result, or 0 where it does not apply.
+ */
+int ropekit_advise_huge_pages(void *address, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    const uintptr_t begin = ((uintptr_t)address + huge - 1) & ~(huge - 1);
+    const uintptr_t end = ((uintptr_t)address + (uintptr_t)bytes) & ~(huge - 1);
+    if (bytes > 0 && end > begin) return madvise((void *)begin, end - begin, MADV_HUGEPAGE);
+#else
+    (void)address;
+    (void)bytes;
+#endif
+    return 0;
+}
+
 #define MAX_THREADS 256
 
 /*
@@ -402,6 +434,8 @@ def open_library(path: Path) -> ctypes.CDLL:
     library = ctypes.CDLL(str(path))
     library.ropekit_rotate.argtypes = [ctypes.POINTER(RopeJob), ctypes.c_int64]
     library.ropekit_rotate.restype = ctypes.c_int
+    library.ropekit_advise_huge_pages.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+    library.ropekit_advise_huge_pages.restype = ctypes.c_int
     return library
 
 
@@ -420,6 +454,23 @@ def describe_tensor(source: torch.Tensor, target: torch.Tensor) -> RopeTensor:
         input_stride=(ctypes.c_int64 * 4)(*source.stride()),
         output_stride=(ctypes.c_int64 * 4)(*target.stride()),
     )
+
+
+def huge_pages_enabled() -> bool:
+    """Return False when the environment variable ROPEKIT_HUGE_PAGES is 0, else True."""
+    value = os.environ.get("ROPEKIT_HUGE_PAGES", "1").strip()
+    if value not in ("0", "1"):
+        raise ValueError(f"ROPEKIT_HUGE_PAGES must be 0 or 1, got {value!r}; unset it to keep the default (1)")
+    return value == "1"
+
+
+def advise_huge_pages(library: ctypes.CDLL, source: torch.Tensor, target: torch.Tensor) -> None:
+    """Ask for huge pages under a large out-of-place output before the kernel first writes it."""
+    if target.data_ptr() == source.data_ptr():
+        return
+    storage = target.untyped_storage()
+    if storage.nbytes() >= HUGE_PAGE_ADVICE_BYTES and huge_pages_enabled():
+        library.ropekit_advise_huge_pages(storage.data_ptr(), storage.nbytes())
 
 
 def rotate(
@@ -467,6 +518,8 @@ def rotate(
         conjugate=int(conjugate),
         copy_tail=int(copy_tail),
     )
+    for source, target in ((q, q_out), (k, k_out)):
+        advise_huge_pages(library, source, target)
     elements = q.numel() + k.numel()
     threads = max(1, min(torch.get_num_threads(), elements // ELEMENTS_PER_THREAD))
     status = library.ropekit_rotate(ctypes.byref(job), threads)

@@ -19,7 +19,11 @@ if not torch.cuda.is_available():
     # Must be set before the first Triton launch in this process, which wraps the kernel.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from ropekit.kernels import apply_rotary_qk, available_backends, cpu_backend, rotate_qk, select_backend, triton_backend
+from ropekit.kernels.ops import direct_call_allowed
 from ropekit.rope.apply import apply_rotary
 from ropekit.rope.frequencies import default_inv_freq
 
@@ -605,6 +609,50 @@ def test_fused_under_torch_compile(backend, inplace):
     torch.testing.assert_close(result, expected)
     torch.testing.assert_close(q_leaf.grad, q_eager.grad)
     torch.testing.assert_close(k_leaf.grad, k_eager.grad)
+
+
+class OperatorRecorder(TorchDispatchMode):
+    """Records the name of every operator that reaches the dispatcher."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "in_place"])
+def test_fused_call_visible_to_dispatch_modes(backend, inplace):
+    q, k = random_qk(2, 4, 3, 1, 8, torch.float32, device_for(backend))
+    cos, sin = tables(pair_angles(torch.arange(4, device=q.device), 8), False)
+
+    with OperatorRecorder() as recorder:
+        rotate_qk(q, k, cos, sin, interleaved=False, inplace=inplace, backend=backend)
+
+    expected = "ropekit.rotate_qk_.default" if inplace else "ropekit.rotate_qk.default"
+    assert expected in recorder.names
+
+
+def test_fused_call_on_fake_tensors(backend):
+    with FakeTensorMode():
+        q, k = torch.empty(2, 4, 3, 8), torch.empty(2, 4, 1, 8)
+        cos, sin = torch.empty(4, 8), torch.empty(4, 8)
+        q_out, k_out = rotate_qk(q, k, cos, sin, interleaved=False, backend=backend)
+
+    assert (q_out.shape, k_out.shape) == (q.shape, k.shape)
+
+
+def test_direct_call_only_for_plain_eager_tensors():
+    plain = torch.zeros(2)
+
+    assert direct_call_allowed(plain, None)
+    with OperatorRecorder():
+        assert not direct_call_allowed(plain)
+    with FakeTensorMode():
+        fake = torch.empty(2)
+    assert not direct_call_allowed(fake)
 
 
 def test_errors_name_the_argument():

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from ropekit.kernels import cpu_backend, triton_backend
-from ropekit.kernels.ops import RotateQK, affine_arguments
+from ropekit.kernels.ops import RotateQK, affine_arguments, call_rotate_qk, call_rotate_qk_in_place
 from ropekit.kernels.rows import AffineRows, Rows
 
 BACKENDS = ("auto", "reference", "torch", "cpu", "triton")
@@ -200,9 +200,9 @@ def rotate_rows(
 
     # Without autograd the operators run directly, which saves the Function's overhead per call.
     if inplace:
-        torch.ops.ropekit.rotate_qk_(q, k, *arguments, False, chosen)
+        call_rotate_qk_in_place(q, k, *arguments, False, chosen)
         return q, k
-    return torch.ops.ropekit.rotate_qk(q, k, *arguments, False, chosen)
+    return call_rotate_qk(q, k, *arguments, False, chosen)
 
 
 def rotate_reference(

@@ -48,9 +48,9 @@ DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float64: 2}
 ELEMENTS_PER_THREAD = 1 << 18
 
 # Out-of-place outputs of at least this many bytes get transparent huge pages (see
-# ropekit_advise_huge_pages in the C source); below it, no 2 MiB page would fit for certain.
-# Setting the environment variable ROPEKIT_HUGE_PAGES=0 turns the advice off, for example on
-# a machine where the kernel compacts memory on a huge-page fault and that stall matters more.
+# ropekit_advise_huge_pages in the C source). A smaller output may hold no aligned 2 MiB page.
+# ROPEKIT_HUGE_PAGES=0 turns the advice off. That helps where Linux compacts memory on a
+# huge-page fault, if that stall costs more than the page faults it saves.
 HUGE_PAGE_ADVICE_BYTES = 4 << 20
 
 # -ffp-contract=off keeps a * b - c * d as two roundings, as torch's eager reference computes it.

@@ -57,8 +57,7 @@ def affine_arguments(rows: Rows) -> tuple[torch.Tensor | None, list[int]]:
     return rows, []
 
 
-@torch.library.custom_op("ropekit::rotate_qk", mutates_args=())
-def rotate_qk_op(
+def rotate_qk_out_of_place(
     q: torch.Tensor,
     k: torch.Tensor,
     cos: torch.Tensor,
@@ -87,13 +86,15 @@ def rotate_qk_op(
     return q_out, k_out
 
 
+rotate_qk_op = torch.library.custom_op("ropekit::rotate_qk", rotate_qk_out_of_place, mutates_args=())
+
+
 @rotate_qk_op.register_fake
 def _(q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, conjugate, backend):  # noqa: ANN001, ANN202
     return torch.empty_like(q), torch.empty_like(k)
 
 
-@torch.library.custom_op("ropekit::rotate_qk_", mutates_args=("q", "k"))
-def rotate_qk_inplace_op(
+def rotate_qk_in_place(
     q: torch.Tensor,
     k: torch.Tensor,
     cos: torch.Tensor,
@@ -120,9 +121,71 @@ def rotate_qk_inplace_op(
     )
 
 
+rotate_qk_inplace_op = torch.library.custom_op("ropekit::rotate_qk_", rotate_qk_in_place, mutates_args=("q", "k"))
+
+
 @rotate_qk_inplace_op.register_fake
 def _(q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, conjugate, backend):  # noqa: ANN001, ANN202
     return None
+
+
+def direct_call_allowed(*tensors: torch.Tensor | None) -> bool:
+    """Return True when calling a backend function directly is the same as calling its operator.
+
+    The operators exist for torch.compile, torch.export and dispatch modes such as
+    FakeTensorMode or FlopCounterMode, which must see each call as one node. A plain eager
+    call on plain tensors gains nothing from the dispatcher, whose Python path costs tens of
+    microseconds per call, about as much as rotating one decode step of q and k on a CPU.
+    """
+    if torch.compiler.is_compiling():
+        return False
+    if torch._C._len_torch_dispatch_stack() or torch._C._len_torch_function_stack():
+        return False
+    for tensor in tensors:
+        if tensor is None:
+            continue
+        if type(tensor) is not torch.Tensor or torch._C._functorch.is_functorch_wrapped_tensor(tensor):
+            return False
+    return True
+
+
+def call_rotate_qk(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    rows: torch.Tensor | None,
+    affine_rows: list[int],
+    seq_dim: int,
+    interleaved: bool,
+    conjugate: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``ropekit::rotate_qk``, directly where ``direct_call_allowed`` allows it."""
+    arguments = (q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, conjugate, backend)
+    if direct_call_allowed(q, k, cos, sin, rows):
+        return rotate_qk_out_of_place(*arguments)
+    return torch.ops.ropekit.rotate_qk(*arguments)
+
+
+def call_rotate_qk_in_place(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    rows: torch.Tensor | None,
+    affine_rows: list[int],
+    seq_dim: int,
+    interleaved: bool,
+    conjugate: bool,
+    backend: str,
+) -> None:
+    """Run ``ropekit::rotate_qk_``, directly where ``direct_call_allowed`` allows it."""
+    arguments = (q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, conjugate, backend)
+    if direct_call_allowed(q, k, cos, sin, rows):
+        rotate_qk_in_place(*arguments)
+    else:
+        torch.ops.ropekit.rotate_qk_(*arguments)
 
 
 class RotateQK(torch.autograd.Function):
@@ -145,16 +208,16 @@ class RotateQK(torch.autograd.Function):
         ctx.save_for_backward(cos, sin, rows)
         ctx.affine_rows, ctx.seq_dim, ctx.interleaved, ctx.backend = affine_rows, seq_dim, interleaved, backend
         if inplace:
-            torch.ops.ropekit.rotate_qk_(q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, False, backend)
+            call_rotate_qk_in_place(q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, False, backend)
             ctx.mark_dirty(q, k)
             return q, k
-        return torch.ops.ropekit.rotate_qk(q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, False, backend)
+        return call_rotate_qk(q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, False, backend)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_q: torch.Tensor, grad_k: torch.Tensor) -> tuple[Any, ...]:
         cos, sin, rows = ctx.saved_tensors
-        grad_q, grad_k = torch.ops.ropekit.rotate_qk(
+        grad_q, grad_k = call_rotate_qk(
             grad_q, grad_k, cos, sin, rows, ctx.affine_rows, ctx.seq_dim, ctx.interleaved, True, ctx.backend
         )
         return grad_q, grad_k, None, None, None, None, None, None, None, None

@@ -44,6 +44,42 @@ def test_bench_rows_report_ratio_against_transformers():
         assert row["tokens_per_second"] == pytest.approx(2 * 16 / (row["ms"] * 1e-3))
 
 
+@pytest.mark.parametrize(
+    ("options", "settings"),
+    [
+        (["--autocast", "bfloat16"], {"compile": False, "autocast": "bfloat16"}),
+        (["--compile"], {"compile": True, "autocast": "none"}),
+    ],
+)
+def test_bench_train_records_treatment(tmp_path, options, settings):
+    path = tmp_path / "train.json"
+    code = main(["bench", "train", "--model-size", "tiny", "--train-length", "8", "--batch-size", "2",
+                 "--repeats", "1", "--warmup", "1", "--device", "cpu", "--json", str(path), *options])  # fmt: skip
+    assert code == 0
+    data = json.loads(path.read_text())
+    assert {key: data["settings"][key] for key in settings} == settings
+
+
+def test_autocast_step_runs_matmuls_in_bfloat16():
+    # The bfloat16 treatment must reach the model: its linear layers see bfloat16 inputs.
+    from ropekit.bench.train import make_training_step
+
+    step, _ = make_training_step("ropekit", "tiny", 8, 2, torch.device("cpu"), autocast="bfloat16")
+    dtypes = []
+
+    def record(module, inputs, output):
+        dtypes.append(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, inputs, output: record(module, inputs, output) if isinstance(module, torch.nn.Linear) else None
+    )
+    try:
+        step()
+    finally:
+        handle.remove()
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+
+
 def test_bench_train_command_writes_json(tmp_path, capsys):
     path = tmp_path / "train.json"
     code = main(["bench", "train", "--model-size", "tiny", "--train-length", "16", "--batch-size", "2",

@@ -10,6 +10,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -70,6 +71,19 @@ def median_ms(seconds: Sequence[float]) -> float:
     return statistics.median(seconds) * 1e3
 
 
+def read_transparent_hugepage_mode() -> str | None:
+    """Return Linux's transparent huge page mode (always, madvise or never), or None where it cannot be read."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return None
+    # The file lists every mode and brackets the active one: "always [madvise] never".
+    for word in text.split():
+        if word.startswith("[") and word.endswith("]"):
+            return word[1:-1]
+    return None
+
+
 def describe_machine(device: torch.device) -> dict[str, Any]:
     """Return the facts a reader needs to interpret a timing: date, versions, device and threads."""
     facts: dict[str, Any] = {
@@ -82,6 +96,10 @@ def describe_machine(device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "command": " ".join(sys.argv),
+        # Whether torch's CPU allocator requests 2 MiB pages (THP_MEM_ALLOC_ENABLE=1), and Linux's
+        # huge page mode. Large new CPU tensors cost far more to fault in with 4 KiB pages.
+        "thp_mem_alloc_enable": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+        "transparent_hugepage": read_transparent_hugepage_mode(),
     }
     if device.type == "cuda":
         facts["device_name"] = torch.cuda.get_device_name(device)

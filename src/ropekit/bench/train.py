@@ -5,6 +5,10 @@ RMSNorm, tied embeddings), the same batch of random bytes, the same loss and the
 AdamW, in one process. A timed step is forward, cross-entropy, backward and optimizer
 step. The peers alternate step by step, so a change in machine load affects both alike.
 The table reports the median step time, tokens per second and their ratio.
+
+``--compile`` (``torch.compile`` of each model's forward) and ``--autocast bfloat16``
+(``torch.autocast`` mixed precision) apply to both peers alike, so the ratio always compares
+the two models under the same treatment.
 """
 
 from __future__ import annotations
@@ -36,6 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--train-length", type=positive_int, default=64, help="context length in tokens (default %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="sequences per step (default %(default)s)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="time both models with torch.compile of their forward (the warm-up steps include compiling)",
+    )
+    parser.add_argument(
+        "--autocast",
+        choices=("none", "bfloat16"),
+        default="none",
+        help="run both forwards under torch.autocast in this dtype; weights and optimizer stay float32 (default %(default)s)",
+    )
     add_timing_arguments(parser, repeats=20, warmup=3)
 
 
@@ -50,10 +65,25 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    rows = bench_training(args.model_size, args.train_length, args.batch_size, device, args.warmup, args.repeats)
+    rows = bench_training(
+        args.model_size,
+        args.train_length,
+        args.batch_size,
+        device,
+        args.warmup,
+        args.repeats,
+        compile_forward=args.compile,
+        autocast=args.autocast,
+    )
     print(format_table(rows, COLUMNS))
     if args.json is not None:
-        settings = {"model_size": args.model_size, "train_length": args.train_length, "batch_size": args.batch_size}
+        settings = {
+            "model_size": args.model_size,
+            "train_length": args.train_length,
+            "batch_size": args.batch_size,
+            "compile": args.compile,
+            "autocast": args.autocast,
+        }
         report = {"benchmark": "train", "machine": describe_machine(device), "settings": settings, "rows": rows}
         write_json_atomic(args.json, report)
         print(f"wrote {args.json}", file=sys.stderr)
@@ -61,14 +91,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def bench_training(
-    model_size: str, train_length: int, batch_size: int, device: Any, warmup: int, repeats: int
+    model_size: str,
+    train_length: int,
+    batch_size: int,
+    device: Any,
+    warmup: int,
+    repeats: int,
+    *,
+    compile_forward: bool = False,
+    autocast: str = "none",
 ) -> list[dict[str, Any]]:
     """Time training steps of both peers, alternating; return one row per peer."""
     import time
 
     from ropekit.bench.timing import median_ms, synchronize
 
-    steps = {peer: make_training_step(peer, model_size, train_length, batch_size, device) for peer in PEERS}
+    steps = {
+        peer: make_training_step(
+            peer, model_size, train_length, batch_size, device, compile_forward=compile_forward, autocast=autocast
+        )
+        for peer in PEERS
+    }
     for _ in range(warmup):
         for step, _parameters in steps.values():
             step()
@@ -98,7 +141,16 @@ def bench_training(
     return rows
 
 
-def make_training_step(peer: str, model_size: str, train_length: int, batch_size: int, device: Any) -> tuple[Any, int]:
+def make_training_step(
+    peer: str,
+    model_size: str,
+    train_length: int,
+    batch_size: int,
+    device: Any,
+    *,
+    compile_forward: bool = False,
+    autocast: str = "none",
+) -> tuple[Any, int]:
     """Build one peer's model, optimizer and batch; return (step function, parameter count)."""
     import torch
     import torch.nn.functional as F
@@ -119,13 +171,18 @@ def make_training_step(peer: str, model_size: str, train_length: int, batch_size
         def logits_of(inputs: torch.Tensor) -> torch.Tensor:
             return model(input_ids=inputs).logits
 
+    if compile_forward:
+        logits_of = torch.compile(logits_of)
+    autocast_dtype = {"none": None, "bfloat16": torch.bfloat16}[autocast]
+
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 256, (batch_size, train_length + 1), generator=generator).to(device)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type in ("cpu", "cuda"))
 
     def step() -> None:
-        logits = logits_of(inputs)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = logits_of(inputs)
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -528,21 +530,48 @@ def test_c_kernel_rejects_unknown_huge_pages_setting(counting_library, monkeypat
         rotate_qk(q, k, cos, sin, interleaved=False, backend="cpu")
 
 
-def test_c_kernel_without_cpu_clones(monkeypatch, tmp_path):
+# (dtype, head_dim, rotary_dim, interleaved): odd tails, and heads wide enough for 16-lane vectors.
+BUILD_VARIANT_CASES = [
+    (torch.bfloat16, 10, 8, True),
+    (torch.bfloat16, 128, 128, False),
+    (torch.float32, 136, 128, False),
+    (torch.float64, 96, 64, True),
+]
+
+
+@pytest.mark.parametrize("extra_flags", cpu_backend.BUILD_VARIANTS, ids=["all_clones", "no_avx512_clone", "no_clones"])
+@pytest.mark.parametrize(("dtype", "head_dim", "rotary_dim", "interleaved"), BUILD_VARIANT_CASES)
+def test_c_kernel_build_variants(monkeypatch, tmp_path, extra_flags, dtype, head_dim, rotary_dim, interleaved):
     compiler = cpu_backend.find_compiler()
     if compiler is None:
         pytest.skip("no C compiler on this machine")
-    # The build used where the C library has no ifunc support for per-CPU clones.
-    path = cpu_backend.build(compiler, tmp_path, (*cpu_backend.C_FLAGS, "-DROPEKIT_NO_CLONES"))
+    # Every fallback build must compute the same rotation as the reference.
+    path = cpu_backend.build(compiler, tmp_path, (*cpu_backend.C_FLAGS, *extra_flags))
     monkeypatch.setattr(cpu_backend, "load_library", lambda: cpu_backend.open_library(path))
-    q, k = random_qk(2, 3, 3, 1, 10, torch.bfloat16, "cpu")
-    cos, sin = tables(pair_angles(torch.arange(3), 8), True)
+    q, k = random_qk(2, 3, 3, 1, head_dim, dtype, "cpu")
+    cos, sin = tables(pair_angles(torch.arange(3), rotary_dim), interleaved)
 
-    q_out, k_out = rotate_qk(q, k, cos, sin, interleaved=True, backend="cpu")
+    q_out, k_out = rotate_qk(q, k, cos, sin, interleaved=interleaved, backend="cpu")
 
-    per_token_cos, per_token_sin = cos.expand(2, 3, 8), sin.expand(2, 3, 8)
-    assert_rotation_close(q_out, expected_rotation(q, per_token_cos, per_token_sin, True, 1), q, "q")
-    assert_rotation_close(k_out, expected_rotation(k, per_token_cos, per_token_sin, True, 1), k, "k")
+    per_token_cos, per_token_sin = cos.expand(2, 3, rotary_dim), sin.expand(2, 3, rotary_dim)
+    assert_rotation_close(q_out, expected_rotation(q, per_token_cos, per_token_sin, interleaved, 1), q, "q")
+    assert_rotation_close(k_out, expected_rotation(k, per_token_cos, per_token_sin, interleaved, 1), k, "k")
+
+
+def test_c_kernel_build_falls_back_to_fewer_clones(monkeypatch):
+    attempts = []
+
+    def build(compiler, folder, flags=cpu_backend.C_FLAGS):
+        extra_flags = flags[len(cpu_backend.C_FLAGS) :]
+        attempts.append(extra_flags)
+        if not extra_flags:
+            raise subprocess.CalledProcessError(1, [compiler], stderr="error: bad value 'x86-64-v4' for 'arch='")
+        return Path(folder) / "built.so"
+
+    monkeypatch.setattr(cpu_backend, "build", build)
+
+    assert cpu_backend.build_with_fallbacks("cc").name == "built.so"
+    assert attempts == [(), ("-DROPEKIT_NO_AVX512_CLONE",)]
 
 
 def test_auto_picks_c_kernel_on_cpu():

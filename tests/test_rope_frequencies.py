@@ -537,9 +537,42 @@ def test_config_pickles_copies_and_hashes(hf: dict) -> None:
     assert RopeConfig(**dataclasses.asdict(config)) == config
 
 
+def test_frequency_factors_reproduce_transformers_llama3() -> None:
+    # llama.cpp stores Llama 3.1 scaling as the per-pair ratio default inv_freq / llama3 inv_freq.
+    hf = {
+        "model_type": "llama", "hidden_size": 2048, "num_attention_heads": 32, "max_position_embeddings": 131072,
+        "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+                            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    }  # fmt: skip
+    llama3, _ = _transformers_frequencies(hf, None)
+    default = default_inv_freq(64, 500000.0)
+    config = RopeConfig(
+        head_dim=64, theta=500000.0, scaling={"rope_type": "frequency_factors", "factors": (default / llama3.double()).tolist()}
+    )
+
+    inv_freq, attention_scale = rope_frequencies(config)
+
+    assert _relative_error(inv_freq, llama3) <= RELATIVE_TOLERANCE
+    assert attention_scale == 1.0
+
+
+@pytest.mark.parametrize(
+    ("factors", "message"),
+    [
+        ([1.0, 2.0], "factors must be a list of rotary_dim // 2 = 4 numbers"),
+        ([1.0, 2.0, 0.0, 4.0], "factors must hold positive numbers"),
+        ([1.0, 2.0, -1.0, 4.0], "factors must hold positive numbers"),
+        ([1.0, True, 2.0, 4.0], "factors must hold positive numbers"),
+    ],
+)
+def test_frequency_factors_rejects_bad_lists(factors: list, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RopeConfig(head_dim=8, scaling={"rope_type": "frequency_factors", "factors": factors})
+
+
 def test_builtin_scaling_types_registered() -> None:
     names = set(scaling_types())
-    expected = {"default", "linear", "dynamic", "yarn", "llama3", "longrope", "deepseek_yarn", "ntk"}
+    expected = {"default", "linear", "dynamic", "yarn", "llama3", "longrope", "deepseek_yarn", "ntk", "frequency_factors"}
     assert expected <= names
 
 

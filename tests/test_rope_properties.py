@@ -149,6 +149,7 @@ COMPILE_SCALINGS = {
         "rope_type": "longrope", "short_factor": [1.0, 1.2, 1.5, 2.0], "long_factor": [1.0, 3.0, 6.0, 9.0],
         "original_max_position_embeddings": 16,
     },
+    "frequency_factors": {"rope_type": "frequency_factors", "factors": [1.0, 1.5, 4.0, 8.0]},
 }
 
 

@@ -6,7 +6,13 @@ rows back to adjacent pairs, and llama2.c checkpoints were trained in that layou
 decoder runs them with ``RopeConfig(interleaved=True)`` and the weights as stored.
 ``ropekit.permute_qk_weights(..., to="half")`` converts them for half-layout RoPE.
 
-Only unquantised tensors (F32, F16, BF16) are read; quantised files raise ValueError.
+Tensors: F32, F16 and BF16 are copied; quantised tensors (Q8_0, Q4_K and the other block
+formats that gguf-py implements) are dequantised to float32 with ``gguf.quants.dequantize``.
+A type gguf-py cannot dequantise raises ValueError that names it.
+
+RoPE: ``llama.rope.freq_base`` gives theta. ``llama.rope.scaling.type`` linear or yarn maps
+to the same scaling type. A ``rope_freqs.weight`` tensor, which llama.cpp writes for Llama 3.1
+style scaling, contains one divisor per rotary pair and maps to the ``frequency_factors`` type.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ _BLOCK_NAMES = {
     "ffn_down": "mlp.down_proj",
 }
 _TOP_NAMES = {"token_embd": "embed_tokens", "output_norm": "norm", "output": "lm_head"}
+# A tensor of RoPE divisors, read into the RoPE config rather than the state dict.
+ROPE_FREQS_TENSOR = "rope_freqs.weight"
 
 
 def open_gguf(path: Path) -> Any:
@@ -115,14 +123,17 @@ def _tensor_rows(reader: Any, name: str, path: Path) -> int:
 
 
 def _rope_scaling(reader: Any, path: Path) -> dict[str, Any] | None:
-    """Return the RoPE scaling spec of llama.rope.scaling.* keys, or None."""
-    if any(tensor.name == "rope_freqs.weight" for tensor in reader.tensors):
-        raise ValueError(
-            f"{path} carries per-frequency RoPE factors (rope_freqs.weight, llama3-style scaling), which ropekit "
-            "cannot read from GGUF; load the Hugging Face checkpoint instead"
-        )
+    """Return the RoPE scaling spec of the rope_freqs.weight tensor or the llama.rope.scaling.* keys, or None."""
     kind = _field(reader, "llama.rope.scaling.type")
     factor = _field(reader, "llama.rope.scaling.factor")
+    frequency_factors = _frequency_factors(reader)
+    if frequency_factors is not None:
+        if kind not in (None, "none"):
+            raise ValueError(
+                f"{path} has both rope_freqs.weight and llama.rope.scaling.type {kind!r}; ropekit applies one "
+                "RoPE scaling at a time, so it cannot load this file"
+            )
+        return {"rope_type": "frequency_factors", "factors": frequency_factors}
     if kind in (None, "none"):
         return None
     if factor is None:
@@ -138,19 +149,21 @@ def _rope_scaling(reader: Any, path: Path) -> dict[str, Any] | None:
     raise ValueError(f"unsupported llama.rope.scaling.type {kind!r} in {path}; expected 'linear' or 'yarn'")
 
 
+def _frequency_factors(reader: Any) -> list[float] | None:
+    """Return the per-pair RoPE divisors of the rope_freqs.weight tensor, or None without one."""
+    for tensor in reader.tensors:
+        if tensor.name == ROPE_FREQS_TENSOR:
+            return [float(value) for value in np.asarray(tensor.data, dtype=np.float64).reshape(-1)]
+    return None
+
+
 def gguf_state_dict(reader: Any, path: Path) -> dict[str, torch.Tensor]:
     """Read the llama tensors under the decoder's parameter names (float32 copies)."""
-    from gguf import GGMLQuantizationType
-
-    readable = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
     state: dict[str, torch.Tensor] = {}
     for tensor in reader.tensors:
-        if tensor.tensor_type not in readable:
-            raise ValueError(
-                f"tensor {tensor.name} of {path} has type {tensor.tensor_type.name}; ropekit reads only F32, F16 and "
-                "BF16 GGUF tensors, not quantised ones"
-            )
-        state[_decoder_name(tensor.name, path)] = _to_torch(tensor)
+        if tensor.name == ROPE_FREQS_TENSOR:
+            continue
+        state[_decoder_name(tensor.name, path)] = _to_torch(tensor, path)
     return state
 
 
@@ -164,18 +177,39 @@ def _decoder_name(name: str, path: Path) -> str:
     raise ValueError(f"unexpected tensor {name!r} in llama GGUF file {path}")
 
 
-def _to_torch(tensor: Any) -> torch.Tensor:
-    """Copy a GGUF tensor into a torch tensor of row-major shape [rows, columns].
+def _to_torch(tensor: Any, path: Path) -> torch.Tensor:
+    """Copy a GGUF tensor into a float32 torch tensor of row-major shape [rows, columns].
 
     gguf-py already reverses GGML's dimension order, so tensor.data has the PyTorch shape
-    (an nn.Linear weight is [out_features, in_features]). BF16 arrives as raw uint16.
+    (an nn.Linear weight is [out_features, in_features]). BF16 arrives as raw uint16, and
+    a quantised tensor as raw bytes of shape [rows, bytes per row], which
+    ``gguf.quants.dequantize`` turns into [rows, columns] float32.
     """
-    from gguf import GGMLQuantizationType
+    from gguf import GGMLQuantizationType, quants
 
-    data = np.array(tensor.data)  # a copy, so the memory map can be closed
-    if tensor.tensor_type == GGMLQuantizationType.BF16:
+    kind = tensor.tensor_type
+    if kind == GGMLQuantizationType.BF16:
+        data = np.array(tensor.data)  # a copy, so the memory map can be closed
         return torch.from_numpy(data.view(np.int16)).view(torch.bfloat16).to(torch.float32)
-    return torch.from_numpy(data).to(torch.float32)
+    if kind in (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.F64):
+        return torch.from_numpy(np.array(tensor.data)).to(torch.float32)
+    try:
+        values = quants.dequantize(tensor.data, kind)
+    except NotImplementedError:
+        raise ValueError(
+            f"tensor {tensor.name} of {path} has type {kind.name}, which gguf {_gguf_version()} cannot dequantise; "
+            "convert the file to F16, BF16 or a type such as Q8_0 or Q4_K with llama.cpp's llama-quantize"
+        ) from None
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+
+
+def _gguf_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gguf")
+    except PackageNotFoundError:
+        return "(version unknown)"
 
 
 def tokenizer_from_gguf(reader: Any, path: Path) -> SentencePieceTokenizer:

@@ -307,13 +307,35 @@ def _compute_longrope(config: RopeConfig, seq_len: torch.Tensor | None) -> tuple
 
 
 def _validate_longrope(config: RopeConfig) -> None:
-    pairs = config.rotary_dim // 2
     for key in ("short_factor", "long_factor"):
-        values = config.scaling[key]
-        if not isinstance(values, tuple) or len(values) != pairs:
-            raise ValueError(f"longrope {key} must be a list of rotary_dim // 2 = {pairs} numbers, got {values!r}")
-        if any(not isinstance(v, (int, float)) or not v > 0 for v in values):
-            raise ValueError(f"longrope {key} must hold positive numbers, got {values!r}")
+        _check_pair_factors(config, key)
+
+
+def _check_pair_factors(config: RopeConfig, key: str) -> None:
+    """Raise ValueError unless scaling[key] contains one positive number per rotary pair."""
+    pairs = config.rotary_dim // 2
+    values = config.scaling[key]
+    if not isinstance(values, tuple) or len(values) != pairs:
+        raise ValueError(f"{config.rope_type} {key} must be a list of rotary_dim // 2 = {pairs} numbers, got {values!r}")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in values):
+        raise ValueError(f"{config.rope_type} {key} must hold positive numbers, got {values!r}")
+
+
+# Per-pair frequency factors ---------------------------------------------------------------
+
+
+def _compute_frequency_factors(config: RopeConfig, seq_len: torch.Tensor | None) -> tuple[torch.Tensor, float]:
+    # inv_freq[i] = theta ** (-2i/d) / factors[i], with no attention scale. GGUF files store these
+    # divisors as the tensor rope_freqs.weight, and ggml divides each pair's angle by its factor
+    # (llama.cpp, ggml-cpu ops.cpp, ggml_rope_cache_init). llama.cpp's converter writes Llama 3.1's
+    # scaling this way.
+    device = _device_of(seq_len)
+    factors = torch.tensor(config.scaling["factors"], dtype=torch.float64, device=device)
+    return default_inv_freq(config.rotary_dim, config.theta, device) / factors, 1.0
+
+
+def _validate_frequency_factors(config: RopeConfig) -> None:
+    _check_pair_factors(config, "factors")
 
 
 # Llama 3 -------------------------------------------------------------------------------
@@ -414,6 +436,13 @@ for _scaling_type in (
         depends_on_length=True,
         validate=_validate_longrope,
         source="Ding et al. 2024, LongRoPE; Phi-3 in transformers",
+    ),
+    ScalingType(
+        "frequency_factors",
+        _compute_frequency_factors,
+        ("factors",),
+        validate=_validate_frequency_factors,
+        source="llama.cpp rope_freqs (ggml_rope_ext freq_factors)",
     ),
     ScalingType(
         "llama3",

@@ -149,40 +149,16 @@ def direct_call_allowed(*tensors: torch.Tensor | None) -> bool:
     return True
 
 
-def call_rotate_qk(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    rows: torch.Tensor | None,
-    affine_rows: list[int],
-    seq_dim: int,
-    interleaved: bool,
-    conjugate: bool,
-    backend: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``ropekit::rotate_qk``, directly where ``direct_call_allowed`` allows it."""
-    arguments = (q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, conjugate, backend)
-    if direct_call_allowed(q, k, cos, sin, rows):
+def call_rotate_qk(*arguments: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``ropekit::rotate_qk`` on its arguments, directly where ``direct_call_allowed`` allows it."""
+    if direct_call_allowed(*arguments[:5]):  # q, k, cos, sin, rows
         return rotate_qk_out_of_place(*arguments)
     return torch.ops.ropekit.rotate_qk(*arguments)
 
 
-def call_rotate_qk_in_place(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    rows: torch.Tensor | None,
-    affine_rows: list[int],
-    seq_dim: int,
-    interleaved: bool,
-    conjugate: bool,
-    backend: str,
-) -> None:
-    """Run ``ropekit::rotate_qk_``, directly where ``direct_call_allowed`` allows it."""
-    arguments = (q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, conjugate, backend)
-    if direct_call_allowed(q, k, cos, sin, rows):
+def call_rotate_qk_in_place(*arguments: Any) -> None:
+    """Run ``ropekit::rotate_qk_`` on its arguments, directly where ``direct_call_allowed`` allows it."""
+    if direct_call_allowed(*arguments[:5]):  # q, k, cos, sin, rows
         rotate_qk_in_place(*arguments)
     else:
         torch.ops.ropekit.rotate_qk_(*arguments)

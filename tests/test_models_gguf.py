@@ -241,6 +241,52 @@ def test_newline_uses_byte_fallback(stories_model) -> None:
     assert newline_id in tokenizer.encode("a\nb")
 
 
+def write_vocabulary_gguf(path: Path, add_bos_token: bool | None) -> None:
+    """Write a GGUF file with only a six-token SentencePiece vocabulary (BOS 1, EOS 2; " a" encodes as 5)."""
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(["<unk>", "<s>", "</s>", "\u2581", "a", "\u2581a"])
+    writer.add_token_scores([0.0, 0.0, 0.0, -3.0, -2.0, -1.0])
+    writer.add_token_types([2, 3, 3, 1, 1, 1])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    if add_bos_token is not None:
+        writer.add_add_bos_token(add_bos_token)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.mark.parametrize(("add_bos_token", "expected"), [(None, [1, 5]), (True, [1, 5]), (False, [5])])
+def test_encode_follows_add_bos_token(tmp_path: Path, add_bos_token: bool | None, expected: list[int]) -> None:
+    path = tmp_path / "vocabulary.gguf"
+    write_vocabulary_gguf(path, add_bos_token)
+
+    tokenizer = ropekit.load_tokenizer(path)
+
+    assert tokenizer.encode("a") == expected
+
+
+def test_encode_add_bos_overrides_setting(tmp_path: Path) -> None:
+    path = tmp_path / "vocabulary.gguf"
+    write_vocabulary_gguf(path, False)
+
+    tokenizer = ropekit.load_tokenizer(path)
+
+    assert tokenizer.encode("a", add_bos=True) == [1, 5]
+
+
+def test_add_bos_token_survives_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "vocabulary.gguf"
+    write_vocabulary_gguf(path, False)
+    tokenizer = ropekit.load_tokenizer(path)
+
+    copy_of = SentencePieceTokenizer.from_dict(tokenizer.to_dict())
+
+    assert copy_of.encode("a") == [5]
+
+
 def test_decode_omits_special_tokens(stories_model) -> None:
     _, _, tokenizer = stories_model
     ids = tokenizer.encode("The end.")

@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
         print("warning: no tokenizer file; the vocabulary has 256 tokens, so bytes are assumed", file=sys.stderr)
         tokenizer = ByteTokenizer()
 
-    prompt_ids = tokenizer.encode(args.prompt, add_bos=True)
+    prompt_ids = tokenizer.encode(args.prompt)  # BOS first where the tokenizer's own setting adds it
+    if not prompt_ids and tokenizer.bos_id is not None:
+        prompt_ids = [tokenizer.bos_id]  # an empty prompt starts from BOS even where encode omits it
     if not prompt_ids:
         print("error: the prompt is empty and the tokenizer has no BOS token to start from; pass --prompt", file=sys.stderr)
         return 2

@@ -236,4 +236,5 @@ def tokenizer_from_gguf(reader: Any, path: Path) -> SentencePieceTokenizer:
         eos_id=special("tokenizer.ggml.eos_token_id"),
         unknown_id=special("tokenizer.ggml.unknown_token_id"),
         add_space_prefix=bool(_field(reader, "tokenizer.ggml.add_space_prefix", True)),
+        add_bos_token=bool(_field(reader, "tokenizer.ggml.add_bos_token", True)),
     )

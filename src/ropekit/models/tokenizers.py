@@ -1,6 +1,7 @@
 """Tokenizers: SentencePiece-style (from GGUF), Hugging Face tokenizer.json, and raw bytes.
 
-Every tokenizer has ``encode(text, add_bos=True) -> list[int]``,
+Every tokenizer has ``encode(text, add_bos=None) -> list[int]``, where None means the
+tokenizer's own setting,
 ``decode(ids, skip_special_tokens=True) -> str``, ``vocab_size``, ``bos_id`` and
 ``eos_id`` (None when the vocabulary has no such token).
 """
@@ -44,6 +45,8 @@ class SentencePieceTokenizer:
         bos_id, eos_id, unknown_id: special token ids, or None.
         add_space_prefix: put a space in front of the text before encoding, and drop it
             again when decoding.
+        add_bos_token: whether ``encode`` puts the BOS id first when its ``add_bos`` is None
+            (GGUF ``tokenizer.ggml.add_bos_token``).
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class SentencePieceTokenizer:
         eos_id: int | None = None,
         unknown_id: int | None = None,
         add_space_prefix: bool = True,
+        add_bos_token: bool = True,
     ) -> None:
         if len(tokens) != len(scores):
             raise ValueError(f"tokens and scores must have one entry per token, got {len(tokens)} and {len(scores)}")
@@ -66,6 +70,7 @@ class SentencePieceTokenizer:
         self.token_types = list(token_types) if token_types is not None else [_guess_type(piece) for piece in tokens]
         self.bos_id, self.eos_id, self.unknown_id = bos_id, eos_id, unknown_id
         self.add_space_prefix = add_space_prefix
+        self.add_bos_token = add_bos_token
 
         # Only normal and user-defined pieces take part in merges and character lookup, so
         # control tokens such as <s> never come out of plain text.
@@ -85,8 +90,10 @@ class SentencePieceTokenizer:
     def vocab_size(self) -> int:
         return len(self.tokens)
 
-    def encode(self, text: str, add_bos: bool = True) -> list[int]:
-        """Return the token ids of ``text``, with the BOS id first when ``add_bos``."""
+    def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
+        """Return the token ids of ``text``, with the BOS id first when ``add_bos`` (None: ``add_bos_token``)."""
+        if add_bos is None:
+            add_bos = self.add_bos_token
         ids = [self.bos_id] if add_bos and self.bos_id is not None else []
         if not text:
             return ids
@@ -188,6 +195,7 @@ class SentencePieceTokenizer:
             "eos_id": self.eos_id,
             "unknown_id": self.unknown_id,
             "add_space_prefix": self.add_space_prefix,
+            "add_bos_token": self.add_bos_token,
         }
 
     @classmethod
@@ -200,6 +208,7 @@ class SentencePieceTokenizer:
             eos_id=values.get("eos_id"),
             unknown_id=values.get("unknown_id"),
             add_space_prefix=values.get("add_space_prefix", True),
+            add_bos_token=values.get("add_bos_token", True),
         )
 
 
@@ -216,7 +225,7 @@ class ByteTokenizer:
     bos_id = None
     eos_id = None
 
-    def encode(self, text: str, add_bos: bool = True) -> list[int]:
+    def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Return the UTF-8 bytes of ``text`` (this vocabulary has no BOS, so add_bos has no effect)."""
         return list(text.encode("utf-8"))
 
@@ -236,7 +245,8 @@ class HFTokenizer:
 
     BOS and EOS come from tokenizer_config.json (``bos_token``, ``eos_token``) or config.json
     (``bos_token_id``, ``eos_token_id``). Whether encode adds BOS is decided by the
-    tokenizer's own post-processor; ``add_bos=False`` turns all special tokens off.
+    tokenizer's own post-processor; ``add_bos=False`` turns all special tokens off, and None
+    or True leaves them to the post-processor.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, bos_id: int | None = None, eos_id: int | None = None) -> None:
@@ -257,9 +267,9 @@ class HFTokenizer:
     def vocab_size(self) -> int:
         return self._tokenizer.get_vocab_size(with_added_tokens=True)
 
-    def encode(self, text: str, add_bos: bool = True) -> list[int]:
+    def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Return the token ids of ``text`` (special tokens as the post-processor adds them)."""
-        return list(self._tokenizer.encode(text, add_special_tokens=add_bos).ids)
+        return list(self._tokenizer.encode(text, add_special_tokens=add_bos is not False).ids)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self._tokenizer.decode([int(index) for index in ids], skip_special_tokens=skip_special_tokens)

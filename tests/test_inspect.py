@@ -375,6 +375,16 @@ def test_gguf_missing_key_is_named(tmp_path):
         load_source(path)
 
 
+def test_truncated_gguf_is_an_error_not_a_crash(tmp_path, stories260k, capsys):
+    path = tmp_path / "truncated.gguf"
+    path.write_bytes(stories260k.read_bytes()[:1000])
+
+    code = main(["inspect", str(path)])
+
+    assert code == 2
+    assert "the file may be truncated or corrupt" in capsys.readouterr().err
+
+
 # Bad sources
 
 

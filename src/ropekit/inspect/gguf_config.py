@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ropekit._gguf import open_gguf
+
 logger = logging.getLogger("ropekit.inspect")
 
 GGUF_MAGIC = b"GGUF"
@@ -83,10 +85,8 @@ def read_gguf_config(path: str | Path) -> GGUFConfig:
         ValueError: a required entry is missing (the message names the GGUF key), the
             architecture's RoPE layout is unknown, or a value has an unsupported form.
     """
-    import gguf  # the gguf package of the ggml project; imported here to keep startup fast
-
     path = Path(path)
-    reader = gguf.GGUFReader(path)
+    reader = open_gguf(path)
     metadata = {name: field.contents() for name, field in reader.fields.items()}
 
     architecture = metadata.get("general.architecture")

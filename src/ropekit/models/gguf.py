@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ropekit._gguf import open_gguf
 from ropekit.models.config import DecoderConfig
 from ropekit.models.tokenizers import SentencePieceTokenizer
 from ropekit.rope import RopeConfig
@@ -45,18 +46,6 @@ _BLOCK_NAMES = {
 _TOP_NAMES = {"token_embd": "embed_tokens", "output_norm": "norm", "output": "lm_head"}
 # A tensor of RoPE divisors, read into the RoPE config rather than the state dict.
 ROPE_FREQS_TENSOR = "rope_freqs.weight"
-
-
-def open_gguf(path: Path) -> Any:
-    """Open a GGUF file with gguf.GGUFReader; raise ValueError when it is not a valid GGUF file."""
-    try:
-        from gguf import GGUFReader
-    except ImportError as error:
-        raise ImportError("reading GGUF files needs the 'gguf' package: pip install gguf") from error
-    try:
-        return GGUFReader(str(path))
-    except (ValueError, OSError, IndexError, KeyError, TypeError) as error:
-        raise ValueError(f"cannot read {path} as a GGUF file ({error}); the file may be truncated or corrupt") from None
 
 
 def _field(reader: Any, key: str, default: Any = None) -> Any:

@@ -9,6 +9,7 @@ cases use small shapes.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 if not torch.cuda.is_available():
     # Must be set before the first Triton launch in this process, which wraps the kernel.
@@ -24,7 +27,15 @@ if not torch.cuda.is_available():
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ropekit.kernels import apply_rotary_qk, available_backends, cpu_backend, rotate_qk, select_backend, triton_backend
+from ropekit.kernels import (
+    apply_rotary_qk,
+    available_backends,
+    cpu_backend,
+    may_share_elements,
+    rotate_qk,
+    select_backend,
+    triton_backend,
+)
 from ropekit.kernels.ops import direct_call_allowed
 from ropekit.rope.apply import apply_rotary
 from ropekit.rope.frequencies import default_inv_freq
@@ -321,6 +332,71 @@ def test_fused_in_place_equals_out_of_place(backend, interleaved):
     assert k_result is k_in
     assert torch.equal(q_in, q_expected)
     assert torch.equal(k_in, k_expected)
+
+
+def test_in_place_split_qkv_views(backend):
+    # q, k and v sliced from one fused projection share a buffer but no element.
+    device = device_for(backend)
+    fused, _ = random_qk(2, 5, 8, 1, 10, torch.float32, device)  # [2, 5, 8 heads, 10]: 4 q, 2 k, 2 v heads
+    q, k = fused[:, :, :4], fused[:, :, 4:6]
+    cos, sin = tables(pair_angles(torch.arange(5, device=device), 10), False)
+    q_expected, k_expected = rotate_qk(q, k, cos, sin, interleaved=False, backend="reference")
+    v_before = fused[:, :, 6:].clone()
+
+    rotate_qk(q, k, cos, sin, interleaved=False, inplace=True, backend=backend)
+
+    assert_rotation_close(q, q_expected.double(), q_expected, "q")
+    assert_rotation_close(k, k_expected.double(), k_expected, "k")
+    assert torch.equal(fused[:, :, 6:], v_before)
+
+
+@pytest.mark.parametrize("overlap", ["same_tensor", "shared_heads"])
+def test_in_place_rejects_shared_elements(backend, overlap):
+    x, _ = random_qk(2, 5, 4, 1, 8, torch.float32, device_for(backend))
+    q, k = (x, x) if overlap == "same_tensor" else (x, x[:, :, 2:])
+    cos, sin = tables(pair_angles(torch.arange(5, device=x.device), 8), False)
+    before = x.clone()
+
+    with pytest.raises(ValueError, match="q and k share memory elements"):
+        rotate_qk(q, k, cos, sin, interleaved=False, inplace=True, backend=backend)
+    assert torch.equal(x, before)
+
+
+def test_in_place_reference_rejects_shared_elements():
+    x, _ = random_qk(2, 5, 4, 1, 8, torch.float32, "cpu")
+    cos, sin = tables(pair_angles(torch.arange(5), 8), False)
+
+    with pytest.raises(ValueError, match="q and k share memory elements"):
+        rotate_qk(x, x[:, :, 1:], cos, sin, interleaved=False, inplace=True, backend="reference")
+
+
+def element_addresses(x: torch.Tensor) -> set[int]:
+    return {
+        x.data_ptr() + x.element_size() * sum(i * stride for i, stride in zip(index, x.stride()))
+        for index in itertools.product(*(range(n) for n in x.shape))
+    }
+
+
+view_slices = st.tuples(st.integers(0, 4), st.integers(1, 5), st.sampled_from([1, 1, 2]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(view_slices, min_size=4, max_size=4), st.lists(view_slices, min_size=4, max_size=4), st.booleans())
+def test_may_share_elements_against_addresses(first, second, transposed):
+    buffer = torch.zeros(3, 5, 6, 4)
+
+    def view(spec):
+        slices = tuple(slice(min(start, n - 1), min(start, n - 1) + length, step) for (start, length, step), n in zip(spec, buffer.shape))
+        result = buffer[slices]
+        return result.transpose(1, 2) if transposed else result
+
+    a, b = view(first), view(second)
+    shared = bool(element_addresses(a) & element_addresses(b))
+
+    if shared:
+        assert may_share_elements(a, b)
+    elif a.stride() == b.stride():
+        assert not may_share_elements(a, b)
 
 
 @pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "in_place"])

@@ -181,6 +181,12 @@ def rotate_rows(
     if inplace:
         check_writable(q, "q")
         check_writable(k, "k")
+        # NOTE: torch.compile cannot trace storage addresses, so compiled code skips this check.
+        if not torch.compiler.is_compiling() and may_share_elements(q, k):
+            raise ValueError(
+                "q and k share memory elements (for example one tensor passed as both), so rotating them in place "
+                "would rotate those elements twice; pass inplace=False, or q and k that do not overlap"
+            )
     chosen = select_backend(q, k, backend, tables_require_grad=cos.requires_grad or sin.requires_grad)
     if chosen == "reference":
         if isinstance(rows, AffineRows):
@@ -270,6 +276,65 @@ def check_writable(x: torch.Tensor, name: str) -> None:
                 f"{name} is expanded (stride 0 over a dimension of size {size}), so it cannot be rotated in place; "
                 "pass inplace=False or a tensor with its own memory"
             )
+
+
+# Index combinations may_share_elements tries before it assumes an overlap.
+OVERLAP_SEARCH_LIMIT = 10_000
+
+
+def may_share_elements(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Return False when no element of ``a`` is an element of ``b`` (proven), else True.
+
+    Views split from one buffer, such as q and k sliced from a fused qkv projection, have
+    overlapping address ranges but no shared element. With equal strides, a shared element
+    exists when offset(b) - offset(a) = sum_d c_d * stride_d for index differences c_d in
+    [-(b.shape[d] - 1), a.shape[d] - 1]. The search below tries each dimension's feasible
+    c_d from the largest stride down. Unequal strides, or a search longer than
+    OVERLAP_SEARCH_LIMIT steps, count as an overlap.
+    """
+    if a.numel() == 0 or b.numel() == 0:
+        return False
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+    size = a.element_size()
+    a_start, b_start = a.data_ptr(), b.data_ptr()
+    a_end = a_start + size * (1 + sum((n - 1) * stride for n, stride in zip(a.shape, a.stride())))
+    b_end = b_start + size * (1 + sum((n - 1) * stride for n, stride in zip(b.shape, b.stride())))
+    if a_end <= b_start or b_end <= a_start:
+        return False
+    delta, misaligned = divmod(b_start - a_start, size)
+    if misaligned or a.dtype != b.dtype or a.dim() != b.dim() or a.stride() != b.stride():
+        return True
+
+    # (stride, lowest c, highest c) for every dimension that can move the address.
+    axes = sorted(
+        ((stride, -(n_b - 1), n_a - 1) for stride, n_a, n_b in zip(a.stride(), a.shape, b.shape) if stride > 0),
+        reverse=True,
+    )
+    # reach[i]: the lowest and highest sum of c_d * stride_d over axes i and later.
+    reach = [(0, 0)] * (len(axes) + 1)
+    for index in range(len(axes) - 1, -1, -1):
+        stride, low, high = axes[index]
+        reach[index] = (reach[index + 1][0] + low * stride, reach[index + 1][1] + high * stride)
+
+    steps = 0
+    pending = [(0, delta)]  # (axis index, remaining offset to cover)
+    while pending:
+        index, remaining = pending.pop()
+        if index == len(axes):
+            if remaining == 0:
+                return True
+            continue
+        stride, low, high = axes[index]
+        inner_low, inner_high = reach[index + 1]
+        first = max(low, -((inner_high - remaining) // stride))  # ceil((remaining - inner_high) / stride)
+        last = min(high, (remaining - inner_low) // stride)
+        for c in range(first, last + 1):
+            steps += 1
+            if steps > OVERLAP_SEARCH_LIMIT:
+                return True
+            pending.append((index + 1, remaining - c * stride))
+    return False
 
 
 def check_tables(cos: torch.Tensor, sin: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:

@@ -44,3 +44,14 @@ def test_user_error_prints_message_not_traceback(tmp_path, capsys):
     assert code == 2
     assert "Traceback" not in captured.err
     assert "error" in captured.err
+
+
+def test_invalid_environment_fails_before_the_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROPEKIT_HUGE_PAGES", "2")
+    out = tmp_path / "demo"
+
+    code = main(["demo", "--out", str(out)])
+
+    assert code == 2
+    assert "ROPEKIT_HUGE_PAGES must be 0 or 1, got '2'" in capsys.readouterr().err
+    assert not out.exists()

@@ -598,9 +598,10 @@ def test_c_kernel_huge_page_advice_turned_off(counting_library, monkeypatch):
     assert counting_library.advised == []
 
 
-def test_c_kernel_rejects_unknown_huge_pages_setting(counting_library, monkeypatch):
+@pytest.mark.parametrize("seq", [1024, 1], ids=["large_output", "small_output"])
+def test_c_kernel_rejects_unknown_huge_pages_setting(counting_library, monkeypatch, seq):
     monkeypatch.setenv("ROPEKIT_HUGE_PAGES", "yes")
-    q, k, cos, sin, _, _ = large_qk_case()
+    q, k, cos, sin, _, _ = large_qk_case(seq)
 
     with pytest.raises(ValueError, match="ROPEKIT_HUGE_PAGES must be 0 or 1, got 'yes'"):
         rotate_qk(q, k, cos, sin, interleaved=False, backend="cpu")

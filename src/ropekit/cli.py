@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from ropekit import __version__
+from ropekit._environment import check_environment
 
 # (subcommand, module, one-line help). A subcommand is listed here only once it works.
 COMMANDS: list[tuple[str, str, str]] = [
@@ -67,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     configure_logging(args.verbose)
     try:
+        # An invalid setting fails here, before a command writes or deletes anything.
+        check_environment()
         return int(args.run(args) or 0)
     except (ValueError, OSError) as error:
         # Invalid input (a bad value, a missing or unreadable file) is the user's to fix:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from ropekit._environment import huge_pages_enabled
 from ropekit._io import atomic_path
 from ropekit.kernels.rows import Rows, row_arguments
 
@@ -475,20 +476,12 @@ def describe_tensor(source: torch.Tensor, target: torch.Tensor) -> RopeTensor:
     )
 
 
-def huge_pages_enabled() -> bool:
-    """Return False when the environment variable ROPEKIT_HUGE_PAGES is 0, else True."""
-    value = os.environ.get("ROPEKIT_HUGE_PAGES", "1").strip()
-    if value not in ("0", "1"):
-        raise ValueError(f"ROPEKIT_HUGE_PAGES must be 0 or 1, got {value!r}; unset it to keep the default (1)")
-    return value == "1"
-
-
 def advise_huge_pages(library: ctypes.CDLL, source: torch.Tensor, target: torch.Tensor) -> None:
     """Ask for huge pages under a large out-of-place output before the kernel first writes it."""
     if target.data_ptr() == source.data_ptr():
         return
     storage = target.untyped_storage()
-    if storage.nbytes() >= HUGE_PAGE_ADVICE_BYTES and huge_pages_enabled():
+    if storage.nbytes() >= HUGE_PAGE_ADVICE_BYTES:
         library.ropekit_advise_huge_pages(storage.data_ptr(), storage.nbytes())
 
 
@@ -537,8 +530,9 @@ def rotate(
         conjugate=int(conjugate),
         copy_tail=int(copy_tail),
     )
-    for source, target in ((q, q_out), (k, k_out)):
-        advise_huge_pages(library, source, target)
+    if huge_pages_enabled():  # also rejects an invalid ROPEKIT_HUGE_PAGES on every call, not only large ones
+        for source, target in ((q, q_out), (k, k_out)):
+            advise_huge_pages(library, source, target)
     elements = q.numel() + k.numel()
     threads = max(1, min(torch.get_num_threads(), elements // ELEMENTS_PER_THREAD))
     status = library.ropekit_rotate(ctypes.byref(job), threads)

@@ -140,3 +140,27 @@ def test_bench_help_lists_targets(capsys):
     assert exit_info.value.code == 0
     assert f"time ropekit against its peers (targets: {', '.join(TARGETS)})" in output
     assert "bench rope, ..." not in output
+
+
+def test_bench_rope_rejects_unusable_backend(monkeypatch, capsys):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr("ropekit.kernels.triton_backend.available_for", lambda device: False)
+    status = main(["bench", "rope", "--shapes", "1x2x2x4", "--dtypes", "float32", "--modes", "forward",
+                   "--repeats", "1", "--warmup", "0", "--device", "cpu", "--backend", "triton"])  # fmt: skip
+
+    assert status == 2
+    assert "--backend triton cannot time float32 on cpu" in capsys.readouterr().err
+
+
+def test_bench_rope_fails_when_a_peer_crashes(monkeypatch, capsys):
+    def crash(case):
+        raise RuntimeError("peer crashed on purpose")
+
+    monkeypatch.setattr("ropekit.bench.rope.prepare_transformers", crash)
+    status = main(["bench", "rope", "--shapes", "1x2x2x4", "--dtypes", "float32", "--modes", "forward",
+                   "--repeats", "1", "--warmup", "0", "--device", "cpu", "--peers", "copy,transformers"])  # fmt: skip
+
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "failed: transformers" in captured.out
+    assert "1 row(s) failed" in captured.err

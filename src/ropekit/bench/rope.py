@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     configure_threads(args.threads)
     try:
         device = resolve_device(args.device)
+        check_backend(args.backend, device, args.dtypes)
     except (RuntimeError, ValueError) as error:
         print(f"ropekit bench rope: error: {error}", file=sys.stderr)
         return 2
@@ -149,7 +150,27 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_json_atomic(args.json, {"benchmark": "rope", "machine": describe_machine(device), "rows": rows})
         print(f"wrote {args.json}", file=sys.stderr)
+    # A peer that is not installed is skipped; a peer that crashed makes the run fail.
+    failed = sum(row["status"] == "failed" for row in rows)
+    if failed:
+        print(f"ropekit bench rope: {failed} row(s) failed; the table lists why", file=sys.stderr)
+        return 1
     return 0
+
+
+def check_backend(backend: str, device: Any, dtype_names: list[str]) -> None:
+    """Raise ValueError when ropekit's ``--backend`` cannot run on ``device`` in one of the dtypes."""
+    import torch
+
+    from ropekit.bench.timing import DTYPES
+    from ropekit.kernels import select_backend
+
+    for name in dtype_names:
+        probe = torch.empty(1, 1, 1, 2, dtype=DTYPES[name], device=device)
+        try:
+            select_backend(probe, probe, backend)
+        except ValueError as error:
+            raise ValueError(f"--backend {backend} cannot time {name} on {device}: {error}") from None
 
 
 def check_kv_heads(kv_heads: int | None, shapes: list[tuple[str, tuple[int, int, int, int]]]) -> None:

@@ -55,3 +55,17 @@ def test_invalid_environment_fails_before_the_command(tmp_path, monkeypatch, cap
     assert code == 2
     assert "ROPEKIT_HUGE_PAGES must be 0 or 1, got '2'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_ctrl_c_in_study_prints_resume_hint(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("ropekit.commands.study.run", interrupted)
+
+    code = main(["study", "--quick"])
+
+    assert code == 130
+    assert capsys.readouterr().err.strip() == (
+        "ropekit study: interrupted; run the same command with --resume to continue from the last checkpoints"
+    )

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         subparser = subparsers.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(subparser)
-        subparser.set_defaults(run=module.run)
+        subparser.set_defaults(run=module.run, interrupt_hint=getattr(module, "INTERRUPT_HINT", None))
     return parser
 
 
@@ -77,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("ropekit.cli").debug("%s failed", args.command, exc_info=True)
         print(f"ropekit {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C is a normal way to stop a long command; 130 is the shell's code for SIGINT.
+        hint = f"; {args.interrupt_hint}" if args.interrupt_hint else ""
+        print(f"ropekit {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ DEFAULT_TRAIN_LENGTH = 64
 DEFAULT_LEARNING_RATE = 4e-3
 
 
+# Printed after Ctrl-C: checkpoints are written atomically, so an interrupted study can resume.
+INTERRUPT_HINT = "run the same command with --resume to continue from the last checkpoints"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ropekit.study.runs import ENCODINGS, MODEL_SIZES
 

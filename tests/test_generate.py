@@ -169,7 +169,7 @@ def test_cli_rejects_invalid_rope_scaling_json(byte_checkpoint: Path) -> None:
 def test_cli_hub_id_fails_without_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["generate", "Qwen/Qwen2-0.5B"]) == 1
+    assert main(["generate", "Qwen/Qwen2-0.5B"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "looks like a Hugging Face Hub id" in captured.err
@@ -214,3 +214,10 @@ def test_cli_rejects_unknown_device(byte_checkpoint: Path, capsys: pytest.Captur
 def test_cli_device_error_writes_nothing_to_stdout(byte_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main(["generate", str(byte_checkpoint), "--device", "foo"])
     assert capsys.readouterr().out == ""
+
+
+def test_cli_invalid_rope_scaling_is_a_usage_error(byte_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["generate", str(byte_checkpoint), "--rope-scaling", '{"rope_type": "yarn"}'])
+
+    assert code == 2
+    assert capsys.readouterr().err.startswith("ropekit generate: error: scaling of rope_type 'yarn' is missing")

@@ -47,32 +47,18 @@ def run(args: argparse.Namespace) -> int:
     from ropekit.models import ByteTokenizer, load_model, load_tokenizer
     from ropekit.models.generation import check_sampling, generate
 
+    # Invalid values raise ValueError and a missing file OSError; ropekit.cli prints either as
+    # "ropekit generate: error: ..." and exits 2, like every other command.
     if args.max_new_tokens < 0:
-        print(f"error: --max-new-tokens must be >= 0, got {args.max_new_tokens}", file=sys.stderr)
-        return 2
-    try:
-        check_sampling(args.temperature, args.top_k, args.top_p)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-    try:
-        device = resolve_device(args.device)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-    try:
-        model = load_model(args.model, rope_scaling=args.rope_scaling, device=device)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    check_sampling(args.temperature, args.top_k, args.top_p)
+    device = resolve_device(args.device)
+    model = load_model(args.model, rope_scaling=args.rope_scaling, device=device)
     try:
         tokenizer = load_tokenizer(args.model)
-    except FileNotFoundError as error:
+    except FileNotFoundError:
         if model.config.vocab_size != 256:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
+            raise
         print("warning: no tokenizer file; the vocabulary has 256 tokens, so bytes are assumed", file=sys.stderr)
         tokenizer = ByteTokenizer()
 
@@ -80,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if not prompt_ids and tokenizer.bos_id is not None:
         prompt_ids = [tokenizer.bos_id]  # an empty prompt starts from BOS even where encode omits it
     if not prompt_ids:
-        print("error: the prompt is empty and the tokenizer has no BOS token to start from; pass --prompt", file=sys.stderr)
-        return 2
+        raise ValueError("the prompt is empty and the tokenizer has no BOS token to start from; pass --prompt")
     _warn_about_context(model, len(prompt_ids), args.max_new_tokens, args.rope_scaling is not None)
 
     cache = model.make_cache(1, len(prompt_ids) + max(args.max_new_tokens, 1))

@@ -565,7 +565,7 @@ def test_c_kernel_large_output_matches_reference(monkeypatch, huge_pages):
     assert_rotation_close(k_out, expected_k, k, "k")
 
 
-def test_c_kernel_advises_huge_pages_for_large_new_outputs(counting_library):
+def test_huge_page_advice_large_outputs(counting_library):
     q, k, cos, sin, _, _ = large_qk_case()
 
     rotate_qk(q, k, cos, sin, interleaved=False, backend="cpu")
@@ -581,7 +581,7 @@ def test_c_kernel_no_huge_page_advice_in_place(counting_library):
     assert counting_library.advised == []
 
 
-def test_c_kernel_no_huge_page_advice_for_small_outputs(counting_library):
+def test_no_huge_page_advice_small_outputs(counting_library):
     q, k, cos, sin, _, _ = large_qk_case(seq=1023)  # one token under 4 MiB
 
     rotate_qk(q, k, cos, sin, interleaved=False, backend="cpu")

@@ -334,6 +334,23 @@ def test_fused_in_place_equals_out_of_place(backend, interleaved):
     assert torch.equal(k_in, k_expected)
 
 
+@pytest.mark.parametrize("q_requires_grad", [False, True], ids=["plain_q", "grad_q"])
+def test_in_place_write_is_seen_by_autograd(backend, q_requires_grad):
+    # q @ w saves q for w's gradient, so rotating q in place afterwards must make backward fail.
+    device = device_for(backend)
+    q, k = random_qk(1, 4, 2, 1, 8, torch.float32, device)
+    if q_requires_grad:
+        q = q.clone().requires_grad_(True) * 1.0
+    w = torch.randn(8, 3, device=device, requires_grad=True)
+    loss = (q @ w).sum()
+    cos, sin = tables(pair_angles(torch.arange(4, device=device), 8), False)
+
+    rotate_qk(q, k, cos, sin, interleaved=False, inplace=True, backend=backend)
+
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
 def test_in_place_split_qkv_views(backend):
     # q, k and v sliced from one fused projection share a buffer but no element.
     device = device_for(backend)
@@ -748,6 +765,16 @@ def test_fused_call_on_fake_tensors(backend):
         q_out, k_out = rotate_qk(q, k, cos, sin, interleaved=False, backend=backend)
 
     assert (q_out.shape, k_out.shape) == (q.shape, k.shape)
+
+
+def test_fused_call_named_in_profiles(backend):
+    q, k = random_qk(2, 4, 3, 1, 8, torch.float32, device_for(backend))
+    cos, sin = tables(pair_angles(torch.arange(4, device=q.device), 8), False)
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        rotate_qk(q, k, cos, sin, interleaved=False, backend=backend)
+
+    assert "ropekit::rotate_qk" in {event.key for event in profiler.key_averages()}
 
 
 def test_direct_call_only_for_plain_eager_tensors():

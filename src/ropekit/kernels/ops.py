@@ -132,12 +132,13 @@ def _(q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, conjugate, backen
 def direct_call_allowed(*tensors: torch.Tensor | None) -> bool:
     """Return True when calling a backend function directly is the same as calling its operator.
 
-    The operators exist for torch.compile, torch.export and dispatch modes such as
-    FakeTensorMode or FlopCounterMode, which must see each call as one node. A plain eager
-    call on plain tensors gains nothing from the dispatcher, whose Python path costs tens of
-    microseconds per call, about as much as rotating one decode step of q and k on a CPU.
+    The operators exist for torch.compile, torch.export, dispatch modes such as
+    FakeTensorMode or FlopCounterMode, and torch.profiler, which must each see a call as one
+    named node. A plain eager call on plain tensors gains nothing from the dispatcher, whose
+    Python path costs tens of microseconds per call, about as much as rotating one decode
+    step of q and k on a CPU.
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or torch.autograd._profiler_enabled():
         return False
     if torch._C._len_torch_dispatch_stack() or torch._C._len_torch_function_stack():
         return False
@@ -160,6 +161,9 @@ def call_rotate_qk_in_place(*arguments: Any) -> None:
     """Run ``ropekit::rotate_qk_`` on its arguments, directly where ``direct_call_allowed`` allows it."""
     if direct_call_allowed(*arguments[:5]):  # q, k, cos, sin, rows
         rotate_qk_in_place(*arguments)
+        # The dispatcher bumps the version counters of mutated arguments; a direct call must
+        # too, so that autograd still rejects a backward through tensors saved before the write.
+        torch.autograd.graph.increment_version(arguments[:2])
     else:
         torch.ops.ropekit.rotate_qk_(*arguments)
 

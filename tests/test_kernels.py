@@ -351,6 +351,28 @@ def test_in_place_write_is_seen_by_autograd(backend, q_requires_grad):
         loss.backward()
 
 
+def test_in_place_rejects_inference_tensor_outside_inference_mode(backend):
+    with torch.inference_mode():
+        q, k = random_qk(1, 4, 2, 1, 8, torch.float32, device_for(backend))
+    cos, sin = tables(pair_angles(torch.arange(4, device=q.device), 8), False)
+    before = q.clone()
+
+    with pytest.raises(RuntimeError, match="q is an inference tensor"):
+        rotate_qk(q, k, cos, sin, interleaved=False, inplace=True, backend=backend)
+    assert torch.equal(q, before)
+
+
+def test_in_place_inside_inference_mode(backend):
+    q, k = random_qk(1, 4, 2, 1, 8, torch.float32, device_for(backend))
+    cos, sin = tables(pair_angles(torch.arange(4, device=q.device), 8), False)
+    expected_q, _ = rotate_qk(q, k, cos, sin, interleaved=False, backend="reference")
+
+    with torch.inference_mode():
+        rotate_qk(q, k, cos, sin, interleaved=False, inplace=True, backend=backend)
+
+    assert_rotation_close(q, expected_q.double(), expected_q, "q")
+
+
 def test_in_place_split_qkv_views(backend):
     # q, k and v sliced from one fused projection share a buffer but no element.
     device = device_for(backend)

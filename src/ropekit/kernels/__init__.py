@@ -269,7 +269,15 @@ def check_qk(q: torch.Tensor, k: torch.Tensor, seq_dim: int) -> None:
 
 
 def check_writable(x: torch.Tensor, name: str) -> None:
-    """Raise ValueError when an in-place write would hit one element through several indices."""
+    """Raise when an in-place write is not allowed: an inference tensor outside inference mode
+    (RuntimeError, as torch's own in-place operations raise), or an element reachable through
+    several indices (ValueError)."""
+    # Dynamo cannot trace is_inference(); compiled code relies on torch's own checks.
+    if not torch.compiler.is_compiling() and x.is_inference() and not torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{name} is an inference tensor, which cannot be rotated in place outside torch.inference_mode(); "
+            "rotate it inside inference_mode, pass inplace=False, or pass a clone"
+        )
     for size, stride in zip(x.shape, x.stride()):
         if size > 1 and stride == 0:
             raise ValueError(

@@ -161,8 +161,8 @@ def call_rotate_qk_in_place(*arguments: Any) -> None:
     """Run ``ropekit::rotate_qk_`` on its arguments, directly where ``direct_call_allowed`` allows it."""
     if direct_call_allowed(*arguments[:5]):  # q, k, cos, sin, rows
         rotate_qk_in_place(*arguments)
-        # The dispatcher bumps the version counters of mutated arguments; a direct call must
-        # too, so that autograd still rejects a backward through tensors saved before the write.
+        # The dispatcher bumps the version counters of mutated arguments, and so must a direct
+        # call. Autograd then rejects a backward through tensors saved before the write.
         torch.autograd.graph.increment_version(arguments[:2])
     else:
         torch.ops.ropekit.rotate_qk_(*arguments)

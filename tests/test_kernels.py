@@ -373,6 +373,71 @@ def test_in_place_inside_inference_mode(backend):
     assert_rotation_close(q, expected_q.double(), expected_q, "q")
 
 
+def test_in_place_gqa_decode_split_views(backend):
+    # One decode token per row: q and k of a fused qkv buffer differ in the stride of seq (size 1).
+    device = device_for(backend)
+    fused, _ = random_qk(4, 1, 12, 1, 8, torch.float32, device)
+    fused = fused.reshape(4, 1, 12 * 8)
+    q, k = fused[..., : 8 * 8].view(4, 1, 8, 8), fused[..., 8 * 8 : 10 * 8].view(4, 1, 2, 8)
+    cos, sin = tables(pair_angles(torch.arange(16, device=device), 8), False)
+    expected_q, expected_k = apply_rotary_qk(q, k, cos, sin, offset=7, backend="reference")
+
+    apply_rotary_qk(q, k, cos, sin, offset=7, inplace=True, backend=backend)
+
+    assert_rotation_close(q, expected_q.double(), expected_q, "q")
+    assert_rotation_close(k, expected_k.double(), expected_k, "k")
+
+
+def test_in_place_rejects_overlap_across_storages():
+    # Two torch storages over one numpy buffer: rows 1 of q and 0 of k are the same memory.
+    numpy = pytest.importorskip("numpy")
+    buffer = numpy.random.default_rng(0).standard_normal((3, 4, 2, 8)).astype(numpy.float32)
+    q, k = torch.from_numpy(buffer[0:2]), torch.from_numpy(buffer[1:3])
+    cos, sin = tables(pair_angles(torch.arange(4), 8), False)
+
+    with pytest.raises(ValueError, match="q and k share memory elements"):
+        rotate_qk(q, k, cos, sin, interleaved=False, inplace=True, backend="cpu" if cpu_backend.available() else "torch")
+
+
+def negated_view_case(device):
+    """q as .conj().imag, a view whose negation is a flag rather than memory, and a plain k."""
+    source = torch.randn(1, 4, 2, 8, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    q = source.to(device).conj().imag
+    k = torch.randn(1, 4, 2, 8, generator=torch.Generator().manual_seed(1)).to(device)
+    cos, sin = tables(pair_angles(torch.arange(4, device=device), 8), False)
+    return q, k, cos, sin
+
+
+def test_fused_negated_view(backend):
+    q, k, cos, sin = negated_view_case(device_for(backend))
+    assert q.is_neg()
+    expected_q, _ = rotate_qk(q.clone(), k, cos, sin, interleaved=False, backend="reference")
+
+    q_out, _ = rotate_qk(q, k, cos, sin, interleaved=False, backend=backend)
+
+    assert_rotation_close(q_out, expected_q.double(), expected_q, "q")
+
+
+def test_in_place_rejects_negated_view(backend):
+    q, k, cos, sin = negated_view_case(device_for(backend))
+
+    with pytest.raises(ValueError, match="q is a view with lazy negation"):
+        rotate_qk(q, k, cos, sin, interleaved=False, inplace=True, backend=backend)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_fused_call_recorded_by_jit_trace(backend):
+    q, k = random_qk(1, 4, 2, 1, 8, torch.float32, device_for(backend))
+    cos, sin = tables(pair_angles(torch.arange(4, device=q.device), 8), False)
+
+    traced = torch.jit.trace(lambda q, k: rotate_qk(q, k, cos, sin, interleaved=False, backend=backend), (q, k))
+
+    q_new, k_new = random_qk(1, 4, 2, 1, 8, torch.float32, q.device, seed=5)
+    expected = rotate_qk(q_new, k_new, cos, sin, interleaved=False, backend="reference")
+    for actual, wanted, name in zip(traced(q_new, k_new), expected, ("q", "k")):
+        assert_rotation_close(actual, wanted.double(), wanted, name)
+
+
 def test_in_place_split_qkv_views(backend):
     # q, k and v sliced from one fused projection share a buffer but no element.
     device = device_for(backend)
@@ -432,9 +497,14 @@ def test_may_share_elements_against_addresses(first, second, transposed):
     a, b = view(first), view(second)
     shared = bool(element_addresses(a) & element_addresses(b))
 
+    strides_agree = all(
+        stride_a == stride_b
+        for n_a, n_b, stride_a, stride_b in zip(a.shape, b.shape, a.stride(), b.stride())
+        if n_a > 1 and n_b > 1
+    )
     if shared:
         assert may_share_elements(a, b)
-    elif a.stride() == b.stride():
+    elif strides_agree:
         assert not may_share_elements(a, b)
 
 

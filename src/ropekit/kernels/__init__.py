@@ -181,8 +181,9 @@ def rotate_rows(
     if inplace:
         check_writable(q, "q")
         check_writable(k, "k")
-        # NOTE: torch.compile cannot trace storage addresses, so compiled code skips this check.
-        if not torch.compiler.is_compiling() and may_share_elements(q, k):
+        # NOTE: torch.compile cannot trace storage addresses, so compiled code skips this check,
+        # as do fake, meta and functorch tensors, which have no addresses to compare.
+        if has_addresses(q, k) and may_share_elements(q, k):
             raise ValueError(
                 "q and k share memory elements (for example one tensor passed as both), so rotating them in place "
                 "would rotate those elements twice; pass inplace=False, or q and k that do not overlap"
@@ -270,13 +271,19 @@ def check_qk(q: torch.Tensor, k: torch.Tensor, seq_dim: int) -> None:
 
 def check_writable(x: torch.Tensor, name: str) -> None:
     """Raise when an in-place write is not allowed: an inference tensor outside inference mode
-    (RuntimeError, as torch's own in-place operations raise), or an element reachable through
-    several indices (ValueError)."""
-    # Dynamo cannot trace is_inference(); compiled code relies on torch's own checks.
-    if not torch.compiler.is_compiling() and x.is_inference() and not torch.is_inference_mode_enabled():
+    (RuntimeError, as torch's own in-place operations raise), a lazily negated view, or an
+    element reachable through several indices (ValueError)."""
+    # Dynamo cannot trace is_inference() or is_neg(); compiled code relies on torch's own checks.
+    eager = not torch.compiler.is_compiling()
+    if eager and x.is_inference() and not torch.is_inference_mode_enabled():
         raise RuntimeError(
             f"{name} is an inference tensor, which cannot be rotated in place outside torch.inference_mode(); "
             "rotate it inside inference_mode, pass inplace=False, or pass a clone"
+        )
+    if eager and (x.is_neg() or x.is_conj()):
+        raise ValueError(
+            f"{name} is a view with lazy negation or conjugation (for example .conj().imag), which the fused "
+            f"kernels cannot write in place; pass inplace=False, or {name}.resolve_neg() to rotate a copy"
         )
     for size, stride in zip(x.shape, x.stride()):
         if size > 1 and stride == 0:
@@ -284,6 +291,18 @@ def check_writable(x: torch.Tensor, name: str) -> None:
                 f"{name} is expanded (stride 0 over a dimension of size {size}), so it cannot be rotated in place; "
                 "pass inplace=False or a tensor with its own memory"
             )
+
+
+def has_addresses(*tensors: torch.Tensor) -> bool:
+    """Return True for plain tensors with real memory, outside torch.compile."""
+    if torch.compiler.is_compiling():
+        return False
+    return all(
+        type(tensor) is torch.Tensor
+        and tensor.device.type != "meta"
+        and not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+        for tensor in tensors
+    )
 
 
 # Index combinations may_share_elements tries before it assumes an overlap.
@@ -294,29 +313,37 @@ def may_share_elements(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Return False when no element of ``a`` is an element of ``b`` (proven), else True.
 
     Views split from one buffer, such as q and k sliced from a fused qkv projection, have
-    overlapping address ranges but no shared element. With equal strides, a shared element
-    exists when offset(b) - offset(a) = sum_d c_d * stride_d for index differences c_d in
+    overlapping address ranges but no shared element. When both views step through memory
+    alike (equal strides wherever both have more than one index), a shared element exists
+    when address(b) - address(a) = sum_d c_d * stride_d for index differences c_d in
     [-(b.shape[d] - 1), a.shape[d] - 1]. The search below tries each dimension's feasible
-    c_d from the largest stride down. Unequal strides, or a search longer than
-    OVERLAP_SEARCH_LIMIT steps, count as an overlap.
+    c_d from the largest stride down. Other stride patterns, different dtypes, or a search
+    longer than OVERLAP_SEARCH_LIMIT steps count as an overlap. The check compares
+    addresses, so it also covers two storages over one memory (from_numpy, DLPack).
     """
     if a.numel() == 0 or b.numel() == 0:
         return False
-    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
-        return False
-    size = a.element_size()
     a_start, b_start = a.data_ptr(), b.data_ptr()
-    a_end = a_start + size * (1 + sum((n - 1) * stride for n, stride in zip(a.shape, a.stride())))
-    b_end = b_start + size * (1 + sum((n - 1) * stride for n, stride in zip(b.shape, b.stride())))
+    a_end = a_start + a.element_size() * (1 + sum((n - 1) * stride for n, stride in zip(a.shape, a.stride())))
+    b_end = b_start + b.element_size() * (1 + sum((n - 1) * stride for n, stride in zip(b.shape, b.stride())))
     if a_end <= b_start or b_end <= a_start:
         return False
-    delta, misaligned = divmod(b_start - a_start, size)
-    if misaligned or a.dtype != b.dtype or a.dim() != b.dim() or a.stride() != b.stride():
+    if a.dtype != b.dtype or a.dim() != b.dim():
         return True
+    delta, misaligned = divmod(b_start - a_start, a.element_size())
+    if misaligned:
+        return True
+    strides = []
+    for n_a, n_b, stride_a, stride_b in zip(a.shape, b.shape, a.stride(), b.stride()):
+        if n_a > 1 and n_b > 1 and stride_a != stride_b:
+            return True
+        # A dimension of size 1 on one side fixes that side's index at 0, so only the other
+        # side's stride moves the address there.
+        strides.append(stride_a if n_a > 1 else stride_b)
 
     # (stride, lowest c, highest c) for every dimension that can move the address.
     axes = sorted(
-        ((stride, -(n_b - 1), n_a - 1) for stride, n_a, n_b in zip(a.stride(), a.shape, b.shape) if stride > 0),
+        ((stride, -(n_b - 1), n_a - 1) for stride, n_a, n_b in zip(strides, a.shape, b.shape) if stride > 0),
         reverse=True,
     )
     # reach[i]: the lowest and highest sum of c_d * stride_d over axes i and later.

@@ -132,13 +132,13 @@ def _(q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, conjugate, backen
 def direct_call_allowed(*tensors: torch.Tensor | None) -> bool:
     """Return True when calling a backend function directly is the same as calling its operator.
 
-    The operators exist for torch.compile, torch.export, dispatch modes such as
-    FakeTensorMode or FlopCounterMode, and torch.profiler, which must each see a call as one
-    named node. A plain eager call on plain tensors gains nothing from the dispatcher, whose
+    The operators exist for torch.compile, torch.export, torch.jit.trace, dispatch modes such
+    as FakeTensorMode or FlopCounterMode, and torch.profiler, which must each see a call as
+    one named node. A plain eager call on plain tensors gains nothing from the dispatcher, whose
     Python path costs tens of microseconds per call, about as much as rotating one decode
     step of q and k on a CPU.
     """
-    if torch.compiler.is_compiling() or torch.autograd._profiler_enabled():
+    if torch.compiler.is_compiling() or torch.autograd._profiler_enabled() or torch.jit.is_tracing():
         return False
     if torch._C._len_torch_dispatch_stack() or torch._C._len_torch_function_stack():
         return False
@@ -147,6 +147,8 @@ def direct_call_allowed(*tensors: torch.Tensor | None) -> bool:
             continue
         if type(tensor) is not torch.Tensor or torch._C._functorch.is_functorch_wrapped_tensor(tensor):
             return False
+        if tensor.is_neg() or tensor.is_conj():
+            return False  # lazy negation: the dispatcher materialises it, raw memory lacks it
     return True
 
 

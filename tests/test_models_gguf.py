@@ -463,6 +463,23 @@ def test_rope_freqs_change_logits(tmp_path: Path) -> None:
     assert max_logit_difference(ropekit.load_model(path), reference, length=40) > 1e-3
 
 
+@pytest.mark.parametrize(
+    ("rope_freqs", "message"),
+    [
+        (np.array([1.0, 2.0, 4.0]), "rope_freqs.weight of .* holds 3 factors, but RoPE .* has 4 pairs"),
+        (np.array([1.0, 0.0, 4.0, 8.0]), "must hold positive, finite factors, got 0.0 at index 1"),
+        (np.array([1.0, 2.0, np.inf, 8.0]), "must hold positive, finite factors, got inf at index 2"),
+    ],
+)
+def test_bad_rope_freqs_name_the_tensor(tmp_path: Path, rope_freqs: np.ndarray, message: str) -> None:
+    reference = llama_reference({"rope_type": "default", "rope_theta": 5000.0})
+    path = tmp_path / "bad.gguf"
+    write_llama_gguf(path, state_of(reference), 5000.0, rope_freqs=rope_freqs)
+
+    with pytest.raises(ValueError, match=message):
+        ropekit.load_model(path)
+
+
 @pytest.mark.parametrize("quantisation", ["Q8_0", "Q4_0"])
 def test_quantised_gguf_equals_dequantised_transformers(tmp_path: Path, quantisation: str) -> None:
     kind = gguf.GGMLQuantizationType[quantisation]

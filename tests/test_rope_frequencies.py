@@ -559,15 +559,26 @@ def test_frequency_factors_reproduce_transformers_llama3() -> None:
 @pytest.mark.parametrize(
     ("factors", "message"),
     [
-        ([1.0, 2.0], "factors must be a list of rotary_dim // 2 = 4 numbers"),
-        ([1.0, 2.0, 0.0, 4.0], "factors must hold positive numbers"),
-        ([1.0, 2.0, -1.0, 4.0], "factors must hold positive numbers"),
-        ([1.0, True, 2.0, 4.0], "factors must hold positive numbers"),
+        ([1.0, 2.0], "factors must hold rotary_dim // 2 = 4 numbers, got 2"),
+        ([1.0, 2.0, 0.0, 4.0], "factors must hold positive, finite numbers, got 0.0 at index 2"),
+        ([1.0, 2.0, -1.0, 4.0], "factors must hold positive, finite numbers, got -1.0 at index 2"),
+        ([1.0, True, 2.0, 4.0], "factors must hold positive, finite numbers, got True at index 1"),
+        ([1.0, 2.0, math.inf, 4.0], "factors must hold positive, finite numbers, got inf at index 2"),
+        ("1234", "factors must be a list of rotary_dim // 2 = 4 numbers"),
     ],
 )
 def test_frequency_factors_rejects_bad_lists(factors: list, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RopeConfig(head_dim=8, scaling={"rope_type": "frequency_factors", "factors": factors})
+
+
+def test_frequency_factors_take_arrays() -> None:
+    numpy = pytest.importorskip("numpy")
+    factors = numpy.array([1.0, 2.0, 4.0, 8.0], dtype=numpy.float32)
+
+    config = RopeConfig(head_dim=8, scaling={"rope_type": "frequency_factors", "factors": factors})
+
+    assert config.scaling["factors"] == (1.0, 2.0, 4.0, 8.0)
 
 
 def test_builtin_scaling_types_registered() -> None:

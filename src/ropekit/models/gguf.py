@@ -84,7 +84,7 @@ def decoder_config_from_gguf(reader: Any, path: Path) -> DecoderConfig:
         rotary_dim=rotary_dim,
         theta=float(_field(reader, "llama.rope.freq_base", 10000.0)),
         interleaved=True,
-        scaling=_rope_scaling(reader, path),
+        scaling=_rope_scaling(reader, path, rotary_dim),
         max_position_embeddings=context,
     )
     has_output = any(tensor.name == "output.weight" for tensor in reader.tensors)
@@ -111,11 +111,11 @@ def _tensor_rows(reader: Any, name: str, path: Path) -> int:
     raise ValueError(f"GGUF file {path} has neither llama.vocab_size, tokenizer.ggml.tokens nor {name}")
 
 
-def _rope_scaling(reader: Any, path: Path) -> dict[str, Any] | None:
+def _rope_scaling(reader: Any, path: Path, rotary_dim: int) -> dict[str, Any] | None:
     """Return the RoPE scaling spec of the rope_freqs.weight tensor or the llama.rope.scaling.* keys, or None."""
     kind = _field(reader, "llama.rope.scaling.type")
     factor = _field(reader, "llama.rope.scaling.factor")
-    frequency_factors = _frequency_factors(reader)
+    frequency_factors = _frequency_factors(reader, path, rotary_dim)
     if frequency_factors is not None:
         if kind not in (None, "none"):
             raise ValueError(
@@ -138,11 +138,25 @@ def _rope_scaling(reader: Any, path: Path) -> dict[str, Any] | None:
     raise ValueError(f"unsupported llama.rope.scaling.type {kind!r} in {path}; expected 'linear' or 'yarn'")
 
 
-def _frequency_factors(reader: Any) -> list[float] | None:
+def _frequency_factors(reader: Any, path: Path, rotary_dim: int) -> list[float] | None:
     """Return the per-pair RoPE divisors of the rope_freqs.weight tensor, or None without one."""
     for tensor in reader.tensors:
-        if tensor.name == ROPE_FREQS_TENSOR:
-            return [float(value) for value in np.asarray(tensor.data, dtype=np.float64).reshape(-1)]
+        if tensor.name != ROPE_FREQS_TENSOR:
+            continue
+        factors = _to_torch(tensor, path).reshape(-1).double()
+        if factors.numel() != rotary_dim // 2:
+            raise ValueError(
+                f"{ROPE_FREQS_TENSOR} of {path} holds {factors.numel()} factors, but RoPE with "
+                f"llama.rope.dimension_count {rotary_dim} has {rotary_dim // 2} pairs"
+            )
+        invalid = ~(torch.isfinite(factors) & (factors > 0))
+        if bool(invalid.any()):
+            index = int(invalid.nonzero()[0])
+            raise ValueError(
+                f"{ROPE_FREQS_TENSOR} of {path} must hold positive, finite factors, got {factors[index].item()} "
+                f"at index {index}"
+            )
+        return factors.tolist()
     return None
 
 

@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -312,13 +313,26 @@ def _validate_longrope(config: RopeConfig) -> None:
 
 
 def _check_pair_factors(config: RopeConfig, key: str) -> None:
-    """Raise ValueError unless scaling[key] contains one positive number per rotary pair."""
+    """Raise ValueError unless scaling[key] contains one positive, finite number per rotary pair."""
     pairs = config.rotary_dim // 2
     values = config.scaling[key]
-    if not isinstance(values, tuple) or len(values) != pairs:
+    if not isinstance(values, tuple):
         raise ValueError(f"{config.rope_type} {key} must be a list of rotary_dim // 2 = {pairs} numbers, got {values!r}")
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in values):
-        raise ValueError(f"{config.rope_type} {key} must hold positive numbers, got {values!r}")
+    if len(values) != pairs:
+        raise ValueError(
+            f"{config.rope_type} {key} must hold rotary_dim // 2 = {pairs} numbers, got {len(values)}: {_preview(values)}"
+        )
+    for index, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+            raise ValueError(
+                f"{config.rope_type} {key} must hold positive, finite numbers, got {value!r} at index {index}"
+            )
+
+
+def _preview(values: tuple) -> str:
+    """Return the first few values of a long list, for error messages."""
+    shown = ", ".join(repr(value) for value in values[:6])
+    return f"[{shown}, ...]" if len(values) > 6 else f"[{shown}]"
 
 
 # Per-pair frequency factors ---------------------------------------------------------------

@@ -164,3 +164,11 @@ def test_bench_rope_fails_when_a_peer_crashes(monkeypatch, capsys):
     assert status == 1
     assert "failed: transformers" in captured.out
     assert "1 row(s) failed" in captured.err
+
+
+def test_bench_rope_backend_unchecked_without_ropekit(capsys):
+    status = main(["bench", "rope", "--shapes", "1x2x2x4", "--dtypes", "float16", "--modes", "forward",
+                   "--repeats", "1", "--warmup", "0", "--device", "cpu", "--backend", "cpu", "--peers", "copy"])  # fmt: skip
+
+    assert status == 0
+    assert "copy" in capsys.readouterr().out

@@ -61,7 +61,11 @@ def configure_logging(verbosity: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports every command, torch included: a second or two
+    except KeyboardInterrupt:
+        print("\nropekit: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -80,7 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Ctrl-C is a normal way to stop a long command; 130 is the shell's code for SIGINT.
         hint = f"; {args.interrupt_hint}" if args.interrupt_hint else ""
-        print(f"ropekit {args.command}: interrupted{hint}", file=sys.stderr)
+        # A command may have stopped mid-line on stdout (generate streams text), so the
+        # message starts on a line of its own.
+        sys.stdout.flush()
+        print(f"\nropekit {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

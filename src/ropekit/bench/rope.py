@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     configure_threads(args.threads)
     try:
         device = resolve_device(args.device)
-        check_backend(args.backend, device, args.dtypes)
+        if "ropekit" in args.peers:
+            check_backend(args.backend, device, args.dtypes)
     except (RuntimeError, ValueError) as error:
         print(f"ropekit bench rope: error: {error}", file=sys.stderr)
         return 2

@@ -48,6 +48,10 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 Tokenizer = SentencePieceTokenizer | HFTokenizer | ByteTokenizer
 
 
+# File suffixes of checkpoint files; a missing path with one of them is a path, never a Hub id.
+CHECKPOINT_SUFFIXES = (".gguf", ".json", ".safetensors")
+
+
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """Return the existing local checkpoint path; explain what went wrong otherwise."""
     if not isinstance(path, (str, os.PathLike)):
@@ -55,7 +59,8 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     resolved = Path(path).expanduser()
     if resolved.exists():
         return resolved
-    if _HUB_ID.match(str(path)):
+    # A file name such as models/nope.gguf has the owner/name shape too; its suffix says it is a path.
+    if _HUB_ID.match(str(path)) and resolved.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise FileNotFoundError(
             f"{str(path)!r} is not a local path; it looks like a Hugging Face Hub id, but ropekit loads only local "
             "checkpoints. Download it first (for example `huggingface-cli download "

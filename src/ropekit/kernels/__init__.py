@@ -113,7 +113,10 @@ def rotate_qk(
     """Rotate q and k by per-token cos and sin tables; return (q, k) rotated.
 
     With ``inplace=True`` q and k are overwritten and returned; otherwise new tensors are
-    returned and q and k are unchanged.
+    returned and q and k are unchanged. In place, q and k may be views of one buffer (q and
+    k sliced from a fused qkv projection) but must not share an element. Expanded tensors,
+    lazily negated views, and inference tensors outside ``torch.inference_mode`` are
+    rejected too.
     """
     check_qk(q, k, seq_dim)
     check_tables(cos, sin, q, k)

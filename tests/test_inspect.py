@@ -280,7 +280,7 @@ def test_directory_with_one_gguf_file(tmp_path, stories260k):
     assert load_source(tmp_path).kind == "gguf"
 
 
-def write_gguf(path, *, head_count=True, freq_factors=None, scaling=None):
+def write_gguf(path, *, head_count=True, freq_factors=None, scaling=None, freq_factors_bf16=False):
     """Write a metadata-only llama GGUF file with gguf.GGUFWriter."""
     import gguf
     import numpy
@@ -298,7 +298,11 @@ def write_gguf(path, *, head_count=True, freq_factors=None, scaling=None):
         writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
         writer.add_rope_scaling_factor(scaling)
         writer.add_rope_scaling_orig_ctx_len(1024)
-    if freq_factors is not None:
+    if freq_factors is not None and freq_factors_bf16:
+        kind = gguf.GGMLQuantizationType.BF16
+        stored = gguf.quants.quantize(numpy.asarray(freq_factors, dtype=numpy.float32), kind)
+        writer.add_tensor("rope_freqs.weight", stored, raw_dtype=kind)
+    elif freq_factors is not None:
         writer.add_tensor("rope_freqs.weight", numpy.asarray(freq_factors, dtype=numpy.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -313,6 +317,16 @@ def test_gguf_freq_factors_divide_frequencies(tmp_path):
     rope = inspect_source(path)["rope"]
     expected = [500000.0 ** (-2 * i / 64) / factors[i] for i in range(32)]
     assert rope["inv_freq"] == pytest.approx(expected, rel=1e-6)
+    assert rope["freq_factors"] == factors
+
+
+def test_gguf_bf16_freq_factors(tmp_path):
+    factors = [1.0 + i for i in range(32)]  # whole numbers up to 32 are exact in bfloat16
+    path = tmp_path / "factors.gguf"
+    write_gguf(path, freq_factors=factors, freq_factors_bf16=True)
+
+    rope = inspect_source(path)["rope"]
+
     assert rope["freq_factors"] == factors
 
 

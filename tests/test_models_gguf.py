@@ -374,11 +374,13 @@ def write_llama_gguf(
     theta: float,
     *,
     rope_freqs: np.ndarray | None = None,
+    rope_freqs_type: gguf.GGMLQuantizationType | None = None,
     quantisation: gguf.GGMLQuantizationType | None = None,
 ) -> None:
     """Write transformers Llama weights as a llama GGUF file, as llama.cpp's converter lays them out.
 
-    With ``quantisation``, every 2-D weight is stored in that block format; the norms stay F32.
+    With ``quantisation``, every 2-D weight is stored in that format; the norms stay F32.
+    ``rope_freqs_type`` stores the rope_freqs tensor in another type than F32.
     """
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_context_length(64)
@@ -400,7 +402,10 @@ def write_llama_gguf(
     add("token_embd.weight", weights["model.embed_tokens.weight"])
     add("output_norm.weight", weights["model.norm.weight"])
     add("output.weight", weights["lm_head.weight"])
-    if rope_freqs is not None:
+    if rope_freqs is not None and rope_freqs_type is not None:
+        stored = gguf.quants.quantize(rope_freqs.astype(np.float32), rope_freqs_type)
+        writer.add_tensor("rope_freqs.weight", stored, raw_dtype=rope_freqs_type)
+    elif rope_freqs is not None:
         writer.add_tensor("rope_freqs.weight", rope_freqs.astype(np.float32))
     names = {"input_layernorm": "attn_norm", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
              "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
@@ -480,7 +485,7 @@ def test_bad_rope_freqs_name_the_tensor(tmp_path: Path, rope_freqs: np.ndarray, 
         ropekit.load_model(path)
 
 
-@pytest.mark.parametrize("quantisation", ["Q8_0", "Q4_0"])
+@pytest.mark.parametrize("quantisation", ["Q8_0", "Q4_0", "BF16"])
 def test_quantised_gguf_equals_dequantised_transformers(tmp_path: Path, quantisation: str) -> None:
     kind = gguf.GGMLQuantizationType[quantisation]
     reference = llama_reference({"rope_type": "default", "rope_theta": 5000.0})
@@ -495,6 +500,29 @@ def test_quantised_gguf_equals_dequantised_transformers(tmp_path: Path, quantisa
                 parameter.copy_(torch.from_numpy(rounded))
 
     assert max_logit_difference(ropekit.load_model(path), reference) <= 1e-4
+
+
+def test_bf16_weights_equal_torch_rounding(tmp_path: Path) -> None:
+    reference = llama_reference({"rope_type": "default", "rope_theta": 5000.0})
+    weights = state_of(reference)
+    path = tmp_path / "bf16.gguf"
+    write_llama_gguf(path, weights, 5000.0, quantisation=gguf.GGMLQuantizationType.BF16)
+
+    loaded = ropekit.load_model(path).state_dict()["layers.0.self_attn.v_proj.weight"]
+
+    original = torch.from_numpy(weights["model.layers.0.self_attn.v_proj.weight"])
+    assert torch.equal(loaded, original.bfloat16().float())
+
+
+def test_bf16_rope_freqs_load(tmp_path: Path) -> None:
+    reference = llama_reference({"rope_type": "default", "rope_theta": 5000.0})
+    path = tmp_path / "bf16-freqs.gguf"
+    factors = np.array([1.0, 1.5, 4.0, 8.0], dtype=np.float32)  # exact in bfloat16
+    write_llama_gguf(path, state_of(reference), 5000.0, rope_freqs=factors, rope_freqs_type=gguf.GGMLQuantizationType.BF16)
+
+    model = ropekit.load_model(path)
+
+    assert model.config.rope.scaling["factors"] == (1.0, 1.5, 4.0, 8.0)
 
 
 def test_q8_0_weights_close_to_originals(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ropekit._gguf import open_gguf
+from ropekit._gguf import ROPE_FREQS_TENSOR, open_gguf, tensor_values
 
 logger = logging.getLogger("ropekit.inspect")
 
@@ -46,10 +46,6 @@ FIELD_MAP = {
     "attention.q_lora_rank": "q_lora_rank",
     "attention.kv_lora_rank": "kv_lora_rank",
 }
-
-# The tensor of per-pair frequency divisors that llama.cpp's converter writes for
-# Llama 3.1 style scaling instead of a rope_scaling entry.
-FREQ_FACTORS_TENSOR = "rope_freqs.weight"
 
 
 @dataclass(frozen=True)
@@ -102,8 +98,8 @@ def read_gguf_config(path: str | Path) -> GGUFConfig:
 
     freq_factors = None
     for tensor in reader.tensors:
-        if tensor.name == FREQ_FACTORS_TENSOR:
-            freq_factors = tuple(float(value) for value in tensor.data.reshape(-1))
+        if tensor.name == ROPE_FREQS_TENSOR:
+            freq_factors = tuple(float(value) for value in tensor_values(tensor, path).reshape(-1))
     return GGUFConfig(architecture=architecture, config=config, interleaved=interleaved, freq_factors=freq_factors)
 
 

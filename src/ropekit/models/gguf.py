@@ -6,7 +6,7 @@ rows back to adjacent pairs, and llama2.c checkpoints were trained in that layou
 decoder runs them with ``RopeConfig(interleaved=True)`` and the weights as stored.
 ``ropekit.permute_qk_weights(..., to="half")`` converts them for half-layout RoPE.
 
-Tensors: F32, F16 and BF16 are copied; quantised tensors (Q8_0, Q4_K and the other block
+Tensors: F32, F16, BF16 and F64 are copied; quantised tensors (Q8_0, Q4_K and the other block
 formats that gguf-py implements) are dequantised to float32 with ``gguf.quants.dequantize``.
 A type gguf-py cannot dequantise raises ValueError that names it.
 
@@ -21,10 +21,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ropekit._gguf import open_gguf
+from ropekit._gguf import ROPE_FREQS_TENSOR, open_gguf, tensor_values
 from ropekit.models.config import DecoderConfig
 from ropekit.models.tokenizers import SentencePieceTokenizer
 from ropekit.rope import RopeConfig
@@ -44,8 +43,6 @@ _BLOCK_NAMES = {
     "ffn_down": "mlp.down_proj",
 }
 _TOP_NAMES = {"token_embd": "embed_tokens", "output_norm": "norm", "output": "lm_head"}
-# A tensor of RoPE divisors, read into the RoPE config rather than the state dict.
-ROPE_FREQS_TENSOR = "rope_freqs.weight"
 
 
 def _field(reader: Any, key: str, default: Any = None) -> Any:
@@ -143,7 +140,7 @@ def _frequency_factors(reader: Any, path: Path, rotary_dim: int) -> list[float] 
     for tensor in reader.tensors:
         if tensor.name != ROPE_FREQS_TENSOR:
             continue
-        factors = _to_torch(tensor, path).reshape(-1).double()
+        factors = torch.from_numpy(tensor_values(tensor, path)).reshape(-1).double()
         if factors.numel() != rotary_dim // 2:
             raise ValueError(
                 f"{ROPE_FREQS_TENSOR} of {path} holds {factors.numel()} factors, but RoPE with "
@@ -165,8 +162,8 @@ def gguf_state_dict(reader: Any, path: Path) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for tensor in reader.tensors:
         if tensor.name == ROPE_FREQS_TENSOR:
-            continue
-        state[_decoder_name(tensor.name, path)] = _to_torch(tensor, path)
+            continue  # read into the RoPE config by _frequency_factors, not a parameter
+        state[_decoder_name(tensor.name, path)] = torch.from_numpy(tensor_values(tensor, path))
     return state
 
 
@@ -178,41 +175,6 @@ def _decoder_name(name: str, path: Path) -> str:
     if len(parts) == 3 and parts[0] == "blk" and parts[2] in _BLOCK_NAMES:
         return f"layers.{parts[1]}.{_BLOCK_NAMES[parts[2]]}.{suffix}"
     raise ValueError(f"unexpected tensor {name!r} in llama GGUF file {path}")
-
-
-def _to_torch(tensor: Any, path: Path) -> torch.Tensor:
-    """Copy a GGUF tensor into a float32 torch tensor of row-major shape [rows, columns].
-
-    gguf-py already reverses GGML's dimension order, so tensor.data has the PyTorch shape
-    (an nn.Linear weight is [out_features, in_features]). BF16 arrives as raw uint16, and
-    a quantised tensor as raw bytes of shape [rows, bytes per row], which
-    ``gguf.quants.dequantize`` turns into [rows, columns] float32.
-    """
-    from gguf import GGMLQuantizationType, quants
-
-    kind = tensor.tensor_type
-    if kind == GGMLQuantizationType.BF16:
-        data = np.array(tensor.data)  # a copy, so the memory map can be closed
-        return torch.from_numpy(data.view(np.int16)).view(torch.bfloat16).to(torch.float32)
-    if kind in (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.F64):
-        return torch.from_numpy(np.array(tensor.data)).to(torch.float32)
-    try:
-        values = quants.dequantize(tensor.data, kind)
-    except NotImplementedError:
-        raise ValueError(
-            f"tensor {tensor.name} of {path} has type {kind.name}, which gguf {_gguf_version()} cannot dequantise; "
-            "convert the file to F16, BF16 or a type such as Q8_0 or Q4_K with llama.cpp's llama-quantize"
-        ) from None
-    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
-
-
-def _gguf_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("gguf")
-    except PackageNotFoundError:
-        return "(version unknown)"
 
 
 def tokenizer_from_gguf(reader: Any, path: Path) -> SentencePieceTokenizer:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from ropekit.kernels import cpu_backend, triton_backend
-from ropekit.kernels.ops import RotateQK, affine_arguments, call_rotate_qk, call_rotate_qk_in_place
+from ropekit.kernels.ops import RotateQK, affine_arguments, call_rotate_qk, call_rotate_qk_in_place, is_plain_tensor
 from ropekit.kernels.rows import AffineRows, Rows
 
 BACKENDS = ("auto", "reference", "torch", "cpu", "triton")
@@ -300,12 +300,7 @@ def has_addresses(*tensors: torch.Tensor) -> bool:
     """Return True for plain tensors with real memory, outside torch.compile."""
     if torch.compiler.is_compiling():
         return False
-    return all(
-        type(tensor) is torch.Tensor
-        and tensor.device.type != "meta"
-        and not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
-        for tensor in tensors
-    )
+    return all(is_plain_tensor(tensor) and tensor.device.type != "meta" for tensor in tensors)
 
 
 # Index combinations may_share_elements tries before it assumes an overlap.

@@ -129,6 +129,11 @@ def _(q, k, cos, sin, rows, affine_rows, seq_dim, interleaved, conjugate, backen
     return None
 
 
+def is_plain_tensor(tensor: torch.Tensor) -> bool:
+    """Return True for a torch.Tensor itself: not a subclass (FakeTensor, Parameter) or a functorch wrapper."""
+    return type(tensor) is torch.Tensor and not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+
+
 def direct_call_allowed(*tensors: torch.Tensor | None) -> bool:
     """Return True when calling a backend function directly is the same as calling its operator.
 
@@ -145,7 +150,7 @@ def direct_call_allowed(*tensors: torch.Tensor | None) -> bool:
     for tensor in tensors:
         if tensor is None:
             continue
-        if type(tensor) is not torch.Tensor or torch._C._functorch.is_functorch_wrapped_tensor(tensor):
+        if not is_plain_tensor(tensor):
             return False
         if tensor.is_neg() or tensor.is_conj():
             return False  # lazy negation: the dispatcher materialises it, raw memory lacks it

@@ -434,8 +434,8 @@ def test_fused_call_recorded_by_jit_trace(backend):
 
     q_new, k_new = random_qk(1, 4, 2, 1, 8, torch.float32, q.device, seed=5)
     expected = rotate_qk(q_new, k_new, cos, sin, interleaved=False, backend="reference")
-    for actual, wanted, name in zip(traced(q_new, k_new), expected, ("q", "k")):
-        assert_rotation_close(actual, wanted.double(), wanted, name)
+    for actual, reference_output, name in zip(traced(q_new, k_new), expected, ("q", "k")):
+        assert_rotation_close(actual, reference_output.double(), reference_output, name)
 
 
 def test_in_place_split_qkv_views(backend):

@@ -178,7 +178,7 @@ def test_public_names_resolve() -> None:
     assert ropekit.load_tokenizer is load_tokenizer
 
 
-def test_missing_gguf_path_is_not_called_a_hub_id(tmp_path, monkeypatch):
+def test_missing_gguf_path_not_hub_id(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
     with pytest.raises(FileNotFoundError, match="checkpoint not found: models/nope.gguf"):

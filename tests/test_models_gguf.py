@@ -471,9 +471,9 @@ def test_rope_freqs_change_logits(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("rope_freqs", "message"),
     [
-        (np.array([1.0, 2.0, 4.0]), "rope_freqs.weight of .* holds 3 factors, but RoPE .* has 4 pairs"),
-        (np.array([1.0, 0.0, 4.0, 8.0]), "must hold positive, finite factors, got 0.0 at index 1"),
-        (np.array([1.0, 2.0, np.inf, 8.0]), "must hold positive, finite factors, got inf at index 2"),
+        (np.array([1.0, 2.0, 4.0]), "rope_freqs.weight of .* contains 3 factors, but RoPE .* has 4 pairs"),
+        (np.array([1.0, 0.0, 4.0, 8.0]), "must contain positive, finite factors, got 0.0 at index 1"),
+        (np.array([1.0, 2.0, np.inf, 8.0]), "must contain positive, finite factors, got inf at index 2"),
     ],
 )
 def test_bad_rope_freqs_name_the_tensor(tmp_path: Path, rope_freqs: np.ndarray, message: str) -> None:

@@ -559,11 +559,11 @@ def test_frequency_factors_reproduce_transformers_llama3() -> None:
 @pytest.mark.parametrize(
     ("factors", "message"),
     [
-        ([1.0, 2.0], "factors must hold rotary_dim // 2 = 4 numbers, got 2"),
-        ([1.0, 2.0, 0.0, 4.0], "factors must hold positive, finite numbers, got 0.0 at index 2"),
-        ([1.0, 2.0, -1.0, 4.0], "factors must hold positive, finite numbers, got -1.0 at index 2"),
-        ([1.0, True, 2.0, 4.0], "factors must hold positive, finite numbers, got True at index 1"),
-        ([1.0, 2.0, math.inf, 4.0], "factors must hold positive, finite numbers, got inf at index 2"),
+        ([1.0, 2.0], "factors must contain rotary_dim // 2 = 4 numbers, got 2"),
+        ([1.0, 2.0, 0.0, 4.0], "factors must contain positive, finite numbers, got 0.0 at index 2"),
+        ([1.0, 2.0, -1.0, 4.0], "factors must contain positive, finite numbers, got -1.0 at index 2"),
+        ([1.0, True, 2.0, 4.0], "factors must contain positive, finite numbers, got True at index 1"),
+        ([1.0, 2.0, math.inf, 4.0], "factors must contain positive, finite numbers, got inf at index 2"),
         ("1234", "factors must be a list of rotary_dim // 2 = 4 numbers"),
     ],
 )

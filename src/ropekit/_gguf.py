@@ -37,7 +37,7 @@ def tensor_values(tensor: Any, path: str | os.PathLike[str]) -> np.ndarray:
 
     kind = tensor.tensor_type
     if kind == GGMLQuantizationType.BF16:
-        # A bfloat16 value is the upper half of the float32 with the same bits.
+        # The 16 bits of a bfloat16 value are the upper 16 bits of the float32 of equal value.
         bits = np.asarray(tensor.data).view(np.uint16).astype(np.uint32) << 16
         return bits.view(np.float32)
     if kind in (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.F64):

@@ -59,7 +59,7 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     resolved = Path(path).expanduser()
     if resolved.exists():
         return resolved
-    # A file name such as models/nope.gguf has the owner/name shape too; its suffix says it is a path.
+    # A file name such as models/nope.gguf has the owner/name shape too, but its suffix marks a path.
     if _HUB_ID.match(str(path)) and resolved.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise FileNotFoundError(
             f"{str(path)!r} is not a local path; it looks like a Hugging Face Hub id, but ropekit loads only local "

@@ -143,14 +143,14 @@ def _frequency_factors(reader: Any, path: Path, rotary_dim: int) -> list[float] 
         factors = torch.from_numpy(tensor_values(tensor, path)).reshape(-1).double()
         if factors.numel() != rotary_dim // 2:
             raise ValueError(
-                f"{ROPE_FREQS_TENSOR} of {path} holds {factors.numel()} factors, but RoPE with "
+                f"{ROPE_FREQS_TENSOR} of {path} contains {factors.numel()} factors, but RoPE with "
                 f"llama.rope.dimension_count {rotary_dim} has {rotary_dim // 2} pairs"
             )
         invalid = ~(torch.isfinite(factors) & (factors > 0))
         if bool(invalid.any()):
             index = int(invalid.nonzero()[0])
             raise ValueError(
-                f"{ROPE_FREQS_TENSOR} of {path} must hold positive, finite factors, got {factors[index].item()} "
+                f"{ROPE_FREQS_TENSOR} of {path} must contain positive, finite factors, got {factors[index].item()} "
                 f"at index {index}"
             )
         return factors.tolist()

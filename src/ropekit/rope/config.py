@@ -13,7 +13,7 @@ logger = logging.getLogger("ropekit.rope.config")
 
 def _freeze(value: Any) -> Any:
     """Return an immutable copy of a scaling parameter (lists, numpy arrays and tensors become tuples)."""
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+    if hasattr(value, "tolist"):
         value = value.tolist()  # numpy arrays and scalars, torch tensors: plain Python values
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(item) for item in value)

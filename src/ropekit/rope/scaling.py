@@ -320,19 +320,19 @@ def _check_pair_factors(config: RopeConfig, key: str) -> None:
         raise ValueError(f"{config.rope_type} {key} must be a list of rotary_dim // 2 = {pairs} numbers, got {values!r}")
     if len(values) != pairs:
         raise ValueError(
-            f"{config.rope_type} {key} must hold rotary_dim // 2 = {pairs} numbers, got {len(values)}: {_preview(values)}"
+            f"{config.rope_type} {key} must contain rotary_dim // 2 = {pairs} numbers, got {len(values)}: {_preview(values)}"
         )
     for index, value in enumerate(values):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
             raise ValueError(
-                f"{config.rope_type} {key} must hold positive, finite numbers, got {value!r} at index {index}"
+                f"{config.rope_type} {key} must contain positive, finite numbers, got {value!r} at index {index}"
             )
 
 
 def _preview(values: tuple) -> str:
     """Return the first few values of a long list, for error messages."""
-    shown = ", ".join(repr(value) for value in values[:6])
-    return f"[{shown}, ...]" if len(values) > 6 else f"[{shown}]"
+    first_values = ", ".join(repr(value) for value in values[:6])
+    return f"[{first_values}, ...]" if len(values) > 6 else f"[{first_values}]"
 
 
 # Per-pair frequency factors ---------------------------------------------------------------
